@@ -1,0 +1,86 @@
+"""The engine contract and the shared time budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from certify.problem import Problem
+from certify.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A wall-clock deadline (``time.monotonic`` seconds) and the device to compute on."""
+
+    deadline: float
+    device: str = "cpu"
+
+    @staticmethod
+    def seconds(seconds: float, device: str = "cpu") -> Budget:
+        return Budget(time.monotonic() + seconds, device)
+
+    @property
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def share(self, fraction: float) -> Budget:
+        """A budget ending after ``fraction`` of the remaining time."""
+        return Budget(time.monotonic() + max(0.0, self.remaining) * fraction, self.device)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+@dataclass(frozen=True, slots=True)
+class Support:
+    """Whether an engine can take a problem, and if not, why."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can conclude: ``complete`` engines decide every supported problem."""
+
+    proves: bool
+    falsifies: bool
+    complete: bool
+    ops: frozenset[str]
+    extra: str = ""  # the pip extra that installs the engine's optional dependency
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def available(self) -> Support:
+        """Whether the engine's optional dependencies are installed."""
+        ...
+
+    def supports(self, problem: Problem) -> Support:
+        ...
+
+    def check(self, problem: Problem, budget: Budget) -> Verdict:
+        ...
+
+
+def supports_ops(engine_name: str, ops: frozenset[str], problem: Problem) -> Support:
+    """Shared helper: a problem is supported when every op of its network is in ``ops``."""
+    missing = sorted(op.value for op in problem.network.ops() if op.value not in ops)
+    if missing:
+        return Support(False, f"{engine_name} has no rule for op(s) {', '.join(missing)}")
+    return Support(True)

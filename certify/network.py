@@ -1,0 +1,269 @@
+"""The network IR: a frozen DAG of nodes over a small canonical op set.
+
+Every value in the graph has a per-sample shape; at run time tensors carry a leading batch
+axis, so a node of shape ``(C, H, W)`` holds a tensor of shape ``[B, C, H, W]``.
+
+Canonical ops and their semantics (``x`` is the first input, shapes per sample):
+
+=============  ==========================================================================
+``input``      the network input (exactly one, first node)
+``linear``     ``x @ weight + bias`` over the last axis; weight ``[n_in, n_out]``
+``conv``       2-D convolution; weight ``[C_out, C_in/groups, kh, kw]``, bias ``[C_out]``;
+               attrs ``stride``, ``padding`` (top, left, bottom, right), ``dilation``,
+               ``groups``
+``affine``     elementwise ``x * scale + shift`` (params broadcast to the node shape)
+``add``        ``x + y`` of two nodes of equal shape
+``sub``        ``x - y`` of two nodes of equal shape
+``relu``, ``sigmoid``, ``tanh``  elementwise nonlinearities
+``maxpool``    2-D max pooling; attrs ``kernel``, ``stride``, ``padding`` (t, l, b, r)
+``avgpool``    2-D average pooling; attrs as maxpool plus ``count_include_pad``
+``reshape``    attrs ``shape``: the new per-sample shape (row-major order kept)
+``transpose``  attrs ``perm``: a permutation of the per-sample axes
+``concat``     attrs ``axis``: per-sample axis along which the inputs are joined
+``slice``      attrs ``axis``, ``start``, ``stop``: ``x[..., start:stop, ...]`` on one axis
+=============  ==========================================================================
+
+The concrete semantics (``FORWARD``) is one table keyed by op, like every other algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class Op(str, Enum):
+    INPUT = "input"
+    LINEAR = "linear"
+    CONV = "conv"
+    AFFINE = "affine"
+    ADD = "add"
+    SUB = "sub"
+    RELU = "relu"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    MAXPOOL = "maxpool"
+    AVGPOOL = "avgpool"
+    RESHAPE = "reshape"
+    TRANSPOSE = "transpose"
+    CONCAT = "concat"
+    SLICE = "slice"
+
+
+#: Elementwise nonlinear ops (their relaxations live in :mod:`certify.relax`).
+ACTIVATIONS: frozenset[Op] = frozenset({Op.RELU, Op.SIGMOID, Op.TANH})
+#: Ops that are piecewise linear (a network made only of these is "PL").
+PIECEWISE_LINEAR: frozenset[Op] = frozenset(set(Op) - {Op.SIGMOID, Op.TANH})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    """One operation of the DAG.
+
+    ``shape`` is the per-sample shape of this node's output.
+    """
+
+    name: str
+    op: Op
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    params: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Network:
+    """A frozen DAG in topological order; ``nodes[0]`` is the input node."""
+
+    nodes: tuple[Node, ...]
+    output: str
+    name: str = "network"
+
+    def __post_init__(self) -> None:
+        if not self.nodes or self.nodes[0].op is not Op.INPUT:
+            raise ValueError("the first node of a Network must be its input")
+        seen: set[str] = set()
+        for node in self.nodes:
+            missing = [i for i in node.inputs if i not in seen]
+            if missing:
+                raise ValueError(f"node {node.name!r} uses {missing} before they are defined")
+            seen.add(node.name)
+        if self.output not in seen:
+            raise ValueError(f"output {self.output!r} is not a node")
+
+    # -- structure -------------------------------------------------------------------
+    @property
+    def input(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[0].shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.node(self.output).shape
+
+    @property
+    def input_size(self) -> int:
+        return self.nodes[0].size
+
+    @property
+    def output_size(self) -> int:
+        return self.node(self.output).size
+
+    def node(self, name: str) -> Node:
+        return self._index()[name]
+
+    def _index(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    def users(self) -> dict[str, list[str]]:
+        """Map each node name to the names of the nodes that consume it."""
+        out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                out[i].append(n.name)
+        return out
+
+    def ops(self) -> frozenset[Op]:
+        return frozenset(n.op for n in self.nodes)
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        return self.ops() <= PIECEWISE_LINEAR
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for n in self.nodes:
+            for p in n.params.values():
+                return p.dtype
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        for n in self.nodes:
+            for p in n.params.values():
+                return p.device
+        return torch.device("cpu")
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Network:
+        """A copy with every parameter moved to ``dtype`` / ``device``."""
+        nodes = tuple(
+            replace(n, params={k: v.to(dtype=dtype, device=device) for k, v in n.params.items()})
+            for n in self.nodes
+        )
+        return replace(self, nodes=nodes)
+
+    # -- concrete semantics ----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate the network on a batch ``x: [B, *input_shape]`` -> ``[B, *output_shape]``."""
+        return self.forward_all(x)[self.output]
+
+    def forward_all(self, x: torch.Tensor, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """Values of every node (up to and including ``upto``) for the batch ``x``."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected input of shape [B, {self.input_shape}], got {tuple(x.shape)}")
+        values: dict[str, torch.Tensor] = {self.nodes[0].name: x}
+        for node in self.nodes[1:]:
+            args = [values[i] for i in node.inputs]
+            values[node.name] = FORWARD[node.op](node, args)
+            if node.name == upto:
+                break
+        return values
+
+    __call__ = forward
+
+
+# ---------------------------------------------------------------------------------------
+# Concrete semantics, one rule per op.  Shared with the bound rules (affine ops are
+# evaluated by these functions on bound centres and on linear coefficients).
+# ---------------------------------------------------------------------------------------
+
+def pad_input(x: torch.Tensor, padding: Sequence[int], value: float = 0.0) -> torch.Tensor:
+    """Pad the two trailing axes of ``x`` by (top, left, bottom, right)."""
+    top, left, bottom, right = padding
+    if top == left == bottom == right == 0:
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def _linear(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    y = torch.matmul(args[0], node.params["weight"])
+    bias = node.params.get("bias")
+    return y if bias is None else y + bias
+
+
+def _conv(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    x = pad_input(args[0], a["padding"])
+    return F.conv2d(x, node.params["weight"], node.params.get("bias"), stride=a["stride"],
+                    dilation=a["dilation"], groups=a["groups"])
+
+
+def _affine(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    return args[0] * node.params["scale"] + node.params["shift"]
+
+
+def _maxpool(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    x = pad_input(args[0], a["padding"], value=-math.inf)
+    return F.max_pool2d(x, a["kernel"], a["stride"])
+
+
+def _avgpool(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    x = args[0]
+    if a["count_include_pad"]:
+        return F.avg_pool2d(pad_input(x, a["padding"]), a["kernel"], a["stride"])
+    ones = torch.ones_like(x[:1])
+    total = F.avg_pool2d(pad_input(x, a["padding"]), a["kernel"], a["stride"])
+    frac = F.avg_pool2d(pad_input(ones, a["padding"]), a["kernel"], a["stride"])
+    return total / frac
+
+
+def _reshape(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    x = args[0]
+    return x.reshape(x.shape[0], *node.attrs["shape"])
+
+
+def _transpose(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    perm = node.attrs["perm"]
+    return args[0].permute(0, *(p + 1 for p in perm))
+
+
+def _concat(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(args, dim=node.attrs["axis"] + 1)
+
+
+def _slice(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    return args[0].narrow(a["axis"] + 1, a["start"], a["stop"] - a["start"])
+
+
+FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
+    Op.LINEAR: _linear,
+    Op.CONV: _conv,
+    Op.AFFINE: _affine,
+    Op.ADD: lambda n, a: a[0] + a[1],
+    Op.SUB: lambda n, a: a[0] - a[1],
+    Op.RELU: lambda n, a: torch.relu(a[0]),
+    Op.SIGMOID: lambda n, a: torch.sigmoid(a[0]),
+    Op.TANH: lambda n, a: torch.tanh(a[0]),
+    Op.MAXPOOL: _maxpool,
+    Op.AVGPOOL: _avgpool,
+    Op.RESHAPE: _reshape,
+    Op.TRANSPOSE: _transpose,
+    Op.CONCAT: _concat,
+    Op.SLICE: _slice,
+}

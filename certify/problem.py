@@ -1,0 +1,90 @@
+"""The one canonical problem form every engine solves.
+
+A :class:`Problem` asks: *does there exist* ``x`` in ``box`` such that, for some ``k``,
+``A_k @ net(x) <= b_k`` (every row of disjunct ``k`` holds)?  If yes, the property is
+VIOLATED (``x`` is a counterexample); if no such ``x`` exists, the property HOLDS.
+
+``net(x)`` is flattened to a vector of ``network.output_size`` entries (row-major).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from certify.network import Network
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Box:
+    """An axis-aligned box ``lower <= x <= upper`` with the network's input shape."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.lower.shape != self.upper.shape:
+            raise ValueError(f"box bounds differ in shape: {self.lower.shape} vs {self.upper.shape}")
+        if np.any(self.lower > self.upper):
+            raise ValueError("box has lower > upper")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.lower.shape)
+
+    @property
+    def center(self) -> np.ndarray:
+        return (self.lower + self.upper) / 2
+
+    def contains(self, x: np.ndarray, tol: float = 0.0) -> bool:
+        x = np.asarray(x).reshape(self.lower.shape)
+        return bool(np.all(x >= self.lower - tol) and np.all(x <= self.upper + tol))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HalfSpaces:
+    """A conjunction of rows ``A @ y <= b``; ``A: [k, n_out]``, ``b: [k]``."""
+
+    A: np.ndarray
+    b: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.A.ndim != 2 or self.b.shape != (self.A.shape[0],):
+            raise ValueError(f"HalfSpaces needs A [k, n] and b [k], got {self.A.shape}, {self.b.shape}")
+
+    def margin(self, y: np.ndarray) -> float:
+        """``max_i (A y - b)_i``: <= 0 exactly when ``y`` lies in this conjunction."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        return float(np.max(self.A @ y - self.b))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Problem:
+    """Exists ``x`` in ``box`` with ``net(x)`` in some disjunct of ``unsafe``?"""
+
+    network: Network
+    box: Box
+    unsafe: tuple[HalfSpaces, ...]
+    name: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from certify.errors import ShapeMismatch
+
+        if self.box.shape != self.network.input_shape:
+            raise ShapeMismatch(
+                f"spec gives {int(np.prod(self.box.shape))} inputs of shape {self.box.shape}, "
+                f"model expects shape {self.network.input_shape}"
+            )
+        if not self.unsafe:
+            raise ValueError("a Problem needs at least one unsafe disjunct")
+        for hs in self.unsafe:
+            if hs.A.shape[1] != self.network.output_size:
+                raise ShapeMismatch(
+                    f"spec constrains {hs.A.shape[1]} outputs, model has {self.network.output_size}"
+                )
+
+    def violation(self, y: np.ndarray) -> float:
+        """``min_k margin_k(y)``: <= 0 exactly when ``y`` is unsafe."""
+        return min(hs.margin(y) for hs in self.unsafe)

@@ -1,0 +1,45 @@
+"""Typed answers: every engine returns a :class:`Verdict`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class Status(str, Enum):
+    HOLDS = "holds"
+    VIOLATED = "violated"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Counterexample:
+    """An input ``x`` (network input shape) and the output ``y`` it produced.
+
+    ``replayed`` is True once onnxruntime reproduced the violation on the original model.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Verdict:
+    status: Status
+    engine: str
+    seconds: float = 0.0
+    reason: str = ""
+    counterexample: Counterexample | None = None
+    certificate: dict[str, Any] | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def with_time(self, seconds: float) -> Verdict:
+        return replace(self, seconds=seconds)
+
+
+def unknown(engine: str, reason: str, seconds: float = 0.0, **stats: Any) -> Verdict:
+    return Verdict(Status.UNKNOWN, engine=engine, seconds=seconds, reason=reason, stats=dict(stats))
