@@ -1,0 +1,479 @@
+"""Bound propagation: interval (IBP), CROWN and alpha-CROWN, each one table keyed by op.
+
+Shapes: a batch of ``B`` input boxes; a node of per-sample shape ``s`` has bounds ``[B, *s]``.
+A linear objective over a node is a coefficient tensor ``C: [B, S, *s]`` (``S`` rows).
+
+* ``IBP_RULES[op](node, input_bounds) -> Bounds``: interval arithmetic.
+* ``CROWN_RULES[op](node, A, ctx) -> (A per input, bias)``: the backward step of CROWN.
+  Given ``A: [B, S, *node.shape]``, it returns coefficients on the node's inputs and a constant
+  ``[B, S]`` such that ``A . node >= sum_i A_i . input_i + bias`` holds on the current bounds.
+  Only *lower* bounds are propagated; an upper bound is minus the lower bound of ``-A``.
+
+Nonlinear rules take their lines from :mod:`certify.relax` (the relaxations are shared data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from certify.network import ACTIVATIONS, FORWARD, Network, Node, Op, pad_input
+from certify.relax import RELAXATIONS, relu_default_alpha, relu_relaxation
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Elementwise bounds ``lower <= v <= upper`` of one node: tensors ``[B, *shape]``."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    def intersect(self, other: Bounds) -> Bounds:
+        return Bounds(torch.maximum(self.lower, other.lower), torch.minimum(self.upper, other.upper))
+
+    @property
+    def width(self) -> torch.Tensor:
+        return self.upper - self.lower
+
+    def select(self, index: torch.Tensor | slice) -> Bounds:
+        return Bounds(self.lower[index], self.upper[index])
+
+
+def input_bounds(lower: np.ndarray | torch.Tensor, upper: np.ndarray | torch.Tensor,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Bounds:
+    """Bounds for a batch of boxes; a single box (input shape) gets a batch axis of 1."""
+    lo = torch.as_tensor(lower, dtype=dtype, device=device)
+    hi = torch.as_tensor(upper, dtype=dtype, device=device)
+    return Bounds(lo, hi)
+
+
+# ---------------------------------------------------------------------------------------
+# IBP
+# ---------------------------------------------------------------------------------------
+
+def _ibp_monotone(node: Node, b: list[Bounds]) -> Bounds:
+    f = FORWARD[node.op]
+    return Bounds(f(node, [b[0].lower]), f(node, [b[0].upper]))
+
+
+def _ibp_linear(node: Node, b: list[Bounds]) -> Bounds:
+    w = node.params["weight"]
+    mid = (b[0].upper + b[0].lower) / 2
+    rad = (b[0].upper - b[0].lower) / 2
+    c = FORWARD[Op.LINEAR](node, [mid])
+    r = torch.matmul(rad, w.abs())
+    return Bounds(c - r, c + r)
+
+
+def _ibp_conv(node: Node, b: list[Bounds]) -> Bounds:
+    a = node.attrs
+    mid = (b[0].upper + b[0].lower) / 2
+    rad = (b[0].upper - b[0].lower) / 2
+    c = FORWARD[Op.CONV](node, [mid])
+    r = F.conv2d(pad_input(rad, a["padding"]), node.params["weight"].abs(), None,
+                 stride=a["stride"], dilation=a["dilation"], groups=a["groups"])
+    return Bounds(c - r, c + r)
+
+
+def _ibp_affine(node: Node, b: list[Bounds]) -> Bounds:
+    s, t = node.params["scale"], node.params["shift"]
+    lo, hi = b[0].lower * s, b[0].upper * s
+    return Bounds(torch.minimum(lo, hi) + t, torch.maximum(lo, hi) + t)
+
+
+def _ibp_shape_op(node: Node, b: list[Bounds]) -> Bounds:
+    f = FORWARD[node.op]
+    return Bounds(f(node, [x.lower for x in b]), f(node, [x.upper for x in b]))
+
+
+IBP_RULES: dict[Op, Callable[[Node, list[Bounds]], Bounds]] = {
+    Op.LINEAR: _ibp_linear,
+    Op.CONV: _ibp_conv,
+    Op.AFFINE: _ibp_affine,
+    Op.ADD: lambda n, b: Bounds(b[0].lower + b[1].lower, b[0].upper + b[1].upper),
+    Op.SUB: lambda n, b: Bounds(b[0].lower - b[1].upper, b[0].upper - b[1].lower),
+    Op.RELU: _ibp_monotone,
+    Op.SIGMOID: _ibp_monotone,
+    Op.TANH: _ibp_monotone,
+    Op.MAXPOOL: _ibp_monotone,
+    Op.AVGPOOL: _ibp_monotone,  # non-negative weights: monotone
+    Op.RESHAPE: _ibp_shape_op,
+    Op.TRANSPOSE: _ibp_shape_op,
+    Op.CONCAT: _ibp_shape_op,
+    Op.SLICE: _ibp_shape_op,
+}
+
+
+def ibp(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | None = None) -> dict[str, Bounds]:
+    """Interval bounds of every node; ``fixed`` bounds are intersected in where given."""
+    out: dict[str, Bounds] = {network.input.name: box}
+    for node in network.nodes[1:]:
+        b = IBP_RULES[node.op](node, [out[i] for i in node.inputs])
+        if fixed and node.name in fixed:
+            b = b.intersect(fixed[node.name])
+        out[node.name] = b
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# CROWN backward rules
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BackwardContext:
+    """What a backward rule may read: the bounds of every node computed so far and alphas.
+
+    ``alphas[relu_node_name]`` is a lower-slope tensor ``[B, S, *shape]`` (alpha-CROWN), or the
+    rule falls back to CROWN's adaptive choice.
+    """
+
+    bounds: Mapping[str, Bounds]
+    alphas: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+BackwardRule = Callable[[Node, torch.Tensor, BackwardContext], tuple[list[torch.Tensor], torch.Tensor]]
+
+
+def _sum_rows(t: torch.Tensor) -> torch.Tensor:
+    """Sum every axis after the first two: ``[B, S, ...] -> [B, S]``."""
+    return t.flatten(2).sum(-1)
+
+
+def _zero_bias(a: torch.Tensor) -> torch.Tensor:
+    return a.new_zeros(a.shape[:2])
+
+
+def _back_linear(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    w = node.params["weight"]
+    a_in = torch.matmul(a, w.transpose(0, 1))
+    bias = node.params.get("bias")
+    return [a_in], (_sum_rows(a * bias) if bias is not None else _zero_bias(a))
+
+
+def _back_conv(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    at = node.attrs
+    (c_in, h, w_) = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    top, left, bottom, right = at["padding"]
+    hp, wp = h + top + bottom, w_ + left + right
+    bsz, rows = a.shape[:2]
+    weight = node.params["weight"]
+    kh, kw = weight.shape[2:]
+    (sh, sw), (dh, dw) = at["stride"], at["dilation"]
+    ho, wo = a.shape[-2:]
+    out_pad = (hp - ((ho - 1) * sh + dh * (kh - 1) + 1), wp - ((wo - 1) * sw + dw * (kw - 1) + 1))
+    flat = a.reshape(bsz * rows, *a.shape[2:])
+    back = F.conv_transpose2d(flat, weight, None, stride=at["stride"], output_padding=out_pad,
+                              groups=at["groups"], dilation=at["dilation"])
+    back = back[:, :, top:top + h, left:left + w_]
+    a_in = back.reshape(bsz, rows, c_in, h, w_)
+    bias = node.params.get("bias")
+    b = _sum_rows(a * bias.view(-1, 1, 1)) if bias is not None else _zero_bias(a)
+    return [a_in], b
+
+
+def _back_vjp(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Transpose of a linear single-input op by a vector-Jacobian product (e.g. avgpool)."""
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    bsz, rows = a.shape[:2]
+    with torch.enable_grad():
+        x = torch.zeros(bsz * rows, *in_shape, dtype=a.dtype, device=a.device, requires_grad=True)
+        y = FORWARD[node.op](node, [x])
+        (g,) = torch.autograd.grad(y, x, a.reshape(bsz * rows, *a.shape[2:]), create_graph=a.requires_grad)
+    return [g.reshape(bsz, rows, *in_shape)], _zero_bias(a)
+
+
+def _back_affine(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [a * node.params["scale"]], _sum_rows(a * node.params["shift"])
+
+
+def _back_activation(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    pre = ctx.bounds[node.inputs[0]]
+    l, u = pre.lower.unsqueeze(1), pre.upper.unsqueeze(1)
+    if node.op is Op.RELU:
+        alpha = ctx.alphas.get(node.name)
+        r = relu_relaxation(l, u, alpha if alpha is not None else relu_default_alpha(l, u))
+    else:
+        r = RELAXATIONS[node.op](l, u)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    a_in = pos * r.lower_slope + neg * r.upper_slope
+    bias = _sum_rows(pos * r.lower_bias + neg * r.upper_bias)
+    return [a_in], bias
+
+
+def _windows(x: torch.Tensor, node: Node, fill: float) -> torch.Tensor:
+    """Pooling windows of ``x: [N, C, H, W]`` as ``[N, C, k*k, L]``."""
+    at = node.attrs
+    xp = pad_input(x, at["padding"], value=fill)
+    n, c = xp.shape[:2]
+    cols = F.unfold(xp, at["kernel"], stride=at["stride"])  # [N, C*k*k, L]
+    return cols.reshape(n, c, -1, cols.shape[-1])
+
+
+def _back_maxpool(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Max over a window: below, the element with the largest lower bound; above, the constant
+    max of the upper bounds, or that element itself when it dominates the window."""
+    at = node.attrs
+    pre = ctx.bounds[node.inputs[0]]
+    c, h, w = pre.lower.shape[1:]
+    lw = _windows(pre.lower, node, -math.inf)  # [B, C, K, L]
+    uw = _windows(pre.upper, node, -math.inf)
+    best_lower, idx = lw.max(dim=2)  # [B, C, L]
+    top_upper = uw.max(dim=2).values
+    # Second-largest upper bound among the other window elements decides dominance.
+    others_upper = uw.scatter(2, idx.unsqueeze(2), -math.inf).max(dim=2).values
+    dominant = best_lower >= others_upper
+    bsz, rows = a.shape[:2]
+    a_flat = a.reshape(bsz, rows, c, -1)  # [B, S, C, L]
+    pos, neg = a_flat.clamp(min=0), a_flat.clamp(max=0)
+    # Lower line for the max: x_idx (coefficient 1). Upper line: x_idx if dominant, else top_upper.
+    coef = pos + torch.where(dominant.unsqueeze(1), neg, torch.zeros_like(neg))
+    const = torch.where(dominant.unsqueeze(1), torch.zeros_like(neg), neg * top_upper.unsqueeze(1))
+    k = lw.shape[2]
+    onehot = F.one_hot(idx, k).to(a.dtype).permute(0, 1, 3, 2)  # [B, C, K, L]
+    cols = coef.unsqueeze(3) * onehot.unsqueeze(1)  # [B, S, C, K, L]
+    top, left, bottom, right = at["padding"]
+    hp, wp = h + top + bottom, w + left + right
+    folded = F.fold(cols.reshape(bsz * rows, c * k, -1), (hp, wp), at["kernel"], stride=at["stride"])
+    a_in = folded[:, :, top:top + h, left:left + w].reshape(bsz, rows, c, h, w)
+    return [a_in], const.flatten(2).sum(-1)
+
+
+def _back_reshape(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    return [a.reshape(*a.shape[:2], *in_shape)], _zero_bias(a)
+
+
+def _back_transpose(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    perm = node.attrs["perm"]
+    inverse = [perm.index(i) for i in range(len(perm))]
+    return [a.permute(0, 1, *(p + 2 for p in inverse))], _zero_bias(a)
+
+
+def _back_concat(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    axis = node.attrs["axis"] + 2
+    sizes = [ctx.bounds[i].lower.shape[node.attrs["axis"] + 1] for i in node.inputs]
+    return list(torch.split(a, sizes, dim=axis)), _zero_bias(a)
+
+
+def _back_slice(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    at = node.attrs
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    full = a.new_zeros(*a.shape[:2], *in_shape)
+    index = [slice(None)] * full.dim()
+    index[at["axis"] + 2] = slice(at["start"], at["stop"])
+    full[tuple(index)] = a
+    return [full], _zero_bias(a)
+
+
+CROWN_RULES: dict[Op, BackwardRule] = {
+    Op.LINEAR: _back_linear,
+    Op.CONV: _back_conv,
+    Op.AFFINE: _back_affine,
+    Op.ADD: lambda n, a, ctx: ([a, a], _zero_bias(a)),
+    Op.SUB: lambda n, a, ctx: ([a, -a], _zero_bias(a)),
+    Op.RELU: _back_activation,
+    Op.SIGMOID: _back_activation,
+    Op.TANH: _back_activation,
+    Op.MAXPOOL: _back_maxpool,
+    Op.AVGPOOL: _back_vjp,
+    Op.RESHAPE: _back_reshape,
+    Op.TRANSPOSE: _back_transpose,
+    Op.CONCAT: _back_concat,
+    Op.SLICE: _back_slice,
+}
+
+#: Ops whose bounds CROWN needs before it can go backward through their users.
+RELAXED_OPS: frozenset[Op] = frozenset(ACTIVATIONS | {Op.MAXPOOL})
+
+
+@dataclass(frozen=True, slots=True)
+class LinearBound:
+    """``A . x + bias`` lower-bounds the objective rows on the box: ``A: [B, S, *in]``, ``bias: [B, S]``.
+
+    ``lower`` is its minimum over the box ``[B, S]``.
+    """
+
+    A: torch.Tensor
+    bias: torch.Tensor
+    lower: torch.Tensor
+
+
+def backward(network: Network, target: str, c: torch.Tensor, ctx: BackwardContext) -> LinearBound:
+    """Lower-bound ``c . value(target)`` over the input box in ``ctx.bounds``.
+
+    ``c: [B, S, *target.shape]``.
+    """
+    index = {n.name: k for k, n in enumerate(network.nodes)}
+    acc: dict[str, torch.Tensor] = {target: c}
+    bias = c.new_zeros(c.shape[:2])
+    for node in reversed(network.nodes[1:index[target] + 1]):
+        a = acc.pop(node.name, None)
+        if a is None:
+            continue
+        a_ins, b = CROWN_RULES[node.op](node, a, ctx)
+        bias = bias + b
+        for name, a_in in zip(node.inputs, a_ins):
+            acc[name] = acc[name] + a_in if name in acc else a_in
+    box = ctx.bounds[network.input.name]
+    a_x = acc.get(network.input.name)
+    if a_x is None:
+        a_x = c.new_zeros(*c.shape[:2], *box.lower.shape[1:])
+    lo = box.lower.unsqueeze(1)
+    hi = box.upper.unsqueeze(1)
+    lower = _sum_rows(a_x.clamp(min=0) * lo + a_x.clamp(max=0) * hi) + bias
+    return LinearBound(a_x, bias, lower)
+
+
+def _unstable_rows(b: Bounds, op_users: set[Op]) -> torch.Tensor:
+    """Flat indices of the neurons whose bounds CROWN should tighten (union over the batch)."""
+    flat_l, flat_u = b.lower.flatten(1), b.upper.flatten(1)
+    if op_users <= {Op.RELU}:
+        need = ((flat_l < 0) & (flat_u > 0)).any(0)
+    else:
+        need = torch.ones(flat_l.shape[1], dtype=torch.bool, device=flat_l.device)
+    return need.nonzero().flatten()
+
+
+def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | None = None,
+                 method: str = "crown", max_rows: int = 4096) -> dict[str, Bounds]:
+    """Bounds of every node: IBP everywhere, tightened by CROWN at every relaxed op's input.
+
+    ``method`` is ``"ibp"`` or ``"crown"``. ``fixed`` bounds (e.g. ReLU splits) are intersected
+    in.  Rows are bounded in chunks of ``max_rows`` to bound memory.
+    """
+    users = network.users()
+    node_ops = {n.name: n.op for n in network.nodes}
+    needs = {name for name, us in users.items() if any(node_ops[u] in RELAXED_OPS for u in us)}
+    out: dict[str, Bounds] = {network.input.name: box}
+    for node in network.nodes[1:]:
+        b = IBP_RULES[node.op](node, [out[i] for i in node.inputs])
+        if fixed and node.name in fixed:
+            b = b.intersect(fixed[node.name])
+        if method == "crown" and node.name in needs:
+            out[node.name] = b
+            b = b.intersect(_crown_node(network, node, out, {node_ops[u] for u in users[node.name]}, max_rows))
+            if fixed and node.name in fixed:
+                b = b.intersect(fixed[node.name])
+        out[node.name] = b
+    return out
+
+
+def _crown_node(network: Network, node: Node, bounds: dict[str, Bounds], user_ops: set[Op],
+                max_rows: int) -> Bounds:
+    current = bounds[node.name]
+    rows = _unstable_rows(current, user_ops)
+    if rows.numel() == 0:
+        return current
+    bsz = current.lower.shape[0]
+    n = node.size
+    lower = current.lower.flatten(1).clone()
+    upper = current.upper.flatten(1).clone()
+    ctx = BackwardContext(bounds)
+    for start in range(0, rows.numel(), max_rows):
+        chunk = rows[start:start + max_rows]
+        r = chunk.numel()
+        eye = torch.zeros(r, n, dtype=lower.dtype, device=lower.device)
+        eye[torch.arange(r, device=lower.device), chunk] = 1.0
+        c = torch.cat([eye, -eye]).reshape(1, 2 * r, *node.shape).expand(bsz, -1, *node.shape)
+        res = backward(network, node.name, c, ctx).lower
+        lower[:, chunk] = torch.maximum(lower[:, chunk], res[:, :r])
+        upper[:, chunk] = torch.minimum(upper[:, chunk], -res[:, r:])
+    return Bounds(lower.reshape(current.lower.shape), upper.reshape(current.upper.shape))
+
+
+# ---------------------------------------------------------------------------------------
+# Objectives: lower bounds of C . output
+# ---------------------------------------------------------------------------------------
+
+def crown_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor,
+                    alphas: Mapping[str, torch.Tensor] | None = None) -> LinearBound:
+    """Lower-bound ``c . net(x)`` (``c: [B, S, n_out]``) given every node's bounds."""
+    out_shape = network.output_shape
+    c = c.reshape(*c.shape[:2], *out_shape)
+    return backward(network, network.output, c, BackwardContext(bounds, alphas or {}))
+
+
+def ibp_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor) -> torch.Tensor:
+    """Interval lower bound of ``c . net(x)``: ``[B, S]``."""
+    out = bounds[network.output]
+    lo = out.lower.flatten(1).unsqueeze(1)
+    hi = out.upper.flatten(1).unsqueeze(1)
+    return (c.clamp(min=0) * lo + c.clamp(max=0) * hi).sum(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class AlphaOptions:
+    iterations: int = 30
+    lr: float = 0.25
+    lr_decay: float = 0.95
+
+
+def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor,
+                          options: AlphaOptions = AlphaOptions(),
+                          init: Mapping[str, torch.Tensor] | None = None,
+                          stop: Callable[[torch.Tensor], bool] | None = None,
+                          ) -> tuple[LinearBound, dict[str, torch.Tensor]]:
+    """alpha-CROWN on the final objective: ReLU lower slopes optimized by projected gradient
+    ascent on the sum of the rows' lower bounds; one alpha per (row, neuron).
+
+    Returns the best bound found per row (never looser than CROWN, which is the starting point)
+    and the final alphas (to warm-start children in branch and bound).  ``stop(lower)`` may end
+    the optimization early (e.g. once every row is proved).
+    """
+    bsz, rows = c.shape[:2]
+    relus = [n for n in network.nodes if n.op is Op.RELU]
+    alphas: dict[str, torch.Tensor] = {}
+    for n in relus:
+        pre = bounds[n.inputs[0]]
+        if init is not None and n.name in init and init[n.name].shape[:2] == (bsz, rows):
+            a0 = init[n.name].detach().clone()
+        else:
+            a0 = relu_default_alpha(pre.lower, pre.upper).unsqueeze(1).expand(bsz, rows, *n.shape).clone()
+        alphas[n.name] = a0.requires_grad_(True)
+    with torch.no_grad():
+        best = crown_objective(network, bounds, c, alphas)
+    if not relus or options.iterations <= 0 or (stop is not None and stop(best.lower)):
+        return best, {k: v.detach() for k, v in alphas.items()}
+    best_alpha = {k: v.detach().clone() for k, v in alphas.items()}
+    opt = torch.optim.Adam(list(alphas.values()), lr=options.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, options.lr_decay)
+    for _ in range(options.iterations):
+        with torch.enable_grad():
+            res = crown_objective(network, bounds, c, alphas)
+            loss = -res.lower.sum()
+            opt.zero_grad()
+            loss.backward()
+        with torch.no_grad():
+            improved = res.lower > best.lower  # [B, S]
+            if bool(improved.any()):
+                mask = improved
+                best = LinearBound(
+                    torch.where(_expand(mask, res.A), res.A.detach(), best.A),
+                    torch.where(mask, res.bias.detach(), best.bias),
+                    torch.where(mask, res.lower.detach(), best.lower),
+                )
+                for k, v in alphas.items():
+                    best_alpha[k] = torch.where(_expand(mask, v), v.detach(), best_alpha[k])
+            if stop is not None and stop(best.lower):
+                break
+            opt.step()
+            sched.step()
+            for v in alphas.values():
+                v.clamp_(0.0, 1.0)
+    return best, best_alpha
+
+
+def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(*mask.shape, *([1] * (like.dim() - 2)))
+
+
+__all__ = [
+    "AlphaOptions", "BackwardContext", "Bounds", "CROWN_RULES", "IBP_RULES", "LinearBound",
+    "alpha_crown_objective", "backward", "crown_bounds", "crown_objective", "ibp", "ibp_objective",
+    "input_bounds",
+]

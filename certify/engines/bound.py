@@ -1,0 +1,99 @@
+"""Incomplete bound-propagation engines: ``ibp``, ``crown`` and ``alpha-crown``.
+
+They prove HOLDS when the lower bound of every unsafe disjunct's best row is positive (see
+:mod:`certify.engines.spec_matrix`), and otherwise answer UNKNOWN; they never falsify.
+Bounds are computed in float64.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from certify.bounds import AlphaOptions, alpha_crown_objective, crown_bounds, crown_objective, ibp, \
+    ibp_objective, input_bounds
+from certify.engines.base import Budget, Capabilities, Support, supports_ops
+from certify.engines.spec_matrix import SpecMatrix
+from certify.network import Op
+from certify.problem import Problem
+from certify.verdict import Status, Verdict, unknown
+
+ALL_OPS = frozenset(op.value for op in Op)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundOptions:
+    method: str = "crown"  # ibp | crown | alpha-crown
+    iterations: int = 40  # alpha-crown only
+    lr: float = 0.25
+    dtype: str = "float64"
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float64": torch.float64, "float32": torch.float32}[name]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundResult:
+    lower: torch.Tensor  # [S] lower bounds of the rows C y
+    disjunct_margins: torch.Tensor  # [K]
+    proved: bool
+
+
+def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu") -> BoundResult:
+    """Bound every unsafe row of ``problem`` over its whole box with the chosen method."""
+    dtype = _dtype(options.dtype)
+    net = problem.network.to(dtype=dtype, device=device)
+    box = input_bounds(problem.box.lower[None], problem.box.upper[None], dtype, device)
+    spec = SpecMatrix.of(problem, dtype, device)
+    c = spec.batch(1)
+    with torch.no_grad():
+        if options.method == "ibp":
+            lower = ibp_objective(net, ibp(net, box), c)
+        else:
+            bounds = crown_bounds(net, box)
+            if options.method == "crown":
+                lower = crown_objective(net, bounds, c).lower
+            else:
+                best, _ = alpha_crown_objective(
+                    net, bounds, c, AlphaOptions(iterations=options.iterations, lr=options.lr),
+                    stop=lambda lo: bool(spec.proved(lo).all()))
+                lower = best.lower
+    margins = spec.disjunct_margins(lower)
+    return BoundResult(lower[0], margins[0], bool(spec.proved(lower)[0]))
+
+
+class BoundEngine:
+    """One class for the three bound methods; the registry names them ibp/crown/alpha-crown."""
+
+    def __init__(self, options: BoundOptions) -> None:
+        self.options = options
+        self.name = options.method
+        self.capabilities = Capabilities(proves=True, falsifies=False, complete=False, ops=ALL_OPS)
+
+    @classmethod
+    def from_options(cls, method: str, options: Mapping[str, Any]) -> BoundEngine:
+        return cls(BoundOptions(method=method, **dict(options)))
+
+    def available(self) -> Support:
+        return Support(True)
+
+    def supports(self, problem: Problem) -> Support:
+        return supports_ops(self.name, self.capabilities.ops, problem)
+
+    def check(self, problem: Problem, budget: Budget) -> Verdict:
+        start = time.monotonic()
+        res = bound_problem(problem, self.options, budget.device)
+        seconds = time.monotonic() - start
+        margins = [round(float(m), 6) for m in res.disjunct_margins]
+        if res.proved:
+            return Verdict(Status.HOLDS, engine=self.name, seconds=seconds,
+                           certificate={"method": self.name, "disjunct_margins": margins})
+        open_ = sum(1 for m in res.disjunct_margins if float(m) <= 0)
+        return unknown(self.name, f"{self.name} bounds do not rule out {open_} of {len(margins)} unsafe "
+                       f"disjunct(s) (worst margin {min(margins):.4g})", seconds,
+                       disjunct_margins=margins)

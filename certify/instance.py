@@ -1,0 +1,24 @@
+"""An instance: a Problem together with the oracle that replays its counterexamples and the
+``lift`` that maps a counterexample back to the user's terms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from certify.problem import Problem
+from certify.replay import Oracle
+
+
+def _no_lift(x: np.ndarray) -> dict[str, Any]:
+    return {"input": x}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Instance:
+    problem: Problem
+    oracle: Oracle
+    lift: Callable[[np.ndarray], dict[str, Any]] = _no_lift

@@ -1,0 +1,1 @@
+"""Readers for model and specification files."""
