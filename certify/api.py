@@ -1,0 +1,170 @@
+"""The library's front door: load a model and a spec, check it, get one typed result.
+
+>>> from certify.api import check, CheckOptions
+>>> result = check("model.onnx", "spec.vnnlib", CheckOptions(timeout=60))   # doctest: +SKIP
+>>> result.status                                                           # doctest: +SKIP
+<Status.HOLDS: 'holds'>
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from certify.engines.base import Budget
+from certify.errors import SpecError
+from certify.instance import Instance
+from certify.network import Network
+from certify.portfolio import Preset, load_preset, run_portfolio, single_engine
+from certify.replay import OnnxOracle
+from certify.verdict import Counterexample, Status, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    solver: str = "default"  # a preset name from solvers/ or a preset YAML path
+    engine: str | None = None  # run only this engine (overrides solver)
+    timeout: float = 60.0
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class InstanceResult:
+    name: str
+    verdict: Verdict
+    lifted: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckResult:
+    """The answer for a whole spec file: VIOLATED if any instance is, HOLDS if all hold."""
+
+    status: Status
+    seconds: float
+    engine: str
+    reason: str
+    instances: tuple[InstanceResult, ...] = field(default_factory=tuple)
+
+    @property
+    def counterexample(self) -> Counterexample | None:
+        for r in self.instances:
+            if r.verdict.status is Status.VIOLATED:
+                return r.verdict.counterexample
+        return None
+
+    @property
+    def lifted(self) -> dict[str, Any] | None:
+        for r in self.instances:
+            if r.verdict.status is Status.VIOLATED:
+                return r.lifted
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        cex = self.counterexample
+        return {
+            "status": self.status.value,
+            "seconds": round(self.seconds, 4),
+            "engine": self.engine,
+            "reason": self.reason,
+            "counterexample": None if cex is None else {
+                "x": np.asarray(cex.x, dtype=np.float64).reshape(-1).tolist(),
+                "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
+                "replayed": cex.replayed,
+            },
+            "instances": [
+                {"name": r.name, "status": r.verdict.status.value, "engine": r.verdict.engine,
+                 "seconds": round(r.verdict.seconds, 4), "reason": r.verdict.reason,
+                 **({"certificate": r.verdict.certificate} if r.verdict.certificate else {})}
+                for r in self.instances
+            ],
+        }
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from certify.errors import UsageError
+
+        raise UsageError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def load_model(path: str | os.PathLike[str]) -> Network:
+    from certify.io.onnx import load_onnx
+
+    return load_onnx(path)
+
+
+def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],
+                   network: Network | None = None) -> list[Instance]:
+    """Every instance a spec file asks about (VNN-LIB: one per input box; YAML: per lowering)."""
+    model_path, spec_path = Path(model_path), Path(spec_path)
+    net = network if network is not None else load_model(model_path)
+    oracle = OnnxOracle(model_path)
+    suffix = spec_path.suffix.lower()
+    if not spec_path.is_file():
+        raise SpecError(f"{spec_path}: no such spec file")
+    if suffix == ".vnnlib":
+        from certify.io.vnnlib import parse_vnnlib, to_problems
+
+        problems = to_problems(parse_vnnlib(spec_path), net, name=spec_path.stem)
+        return [Instance(p, oracle) for p in problems]
+    if suffix in (".yaml", ".yml"):
+        from certify.io.yaml import load_spec
+        from certify.lower import lower_document
+
+        doc = load_spec(spec_path)
+        return [Instance(lw.problem, lw.oracle or oracle, lw.lift)
+                for lw in lower_document(doc, net, spec_path.parent)]
+    raise SpecError(f"{spec_path}: unknown spec format {suffix!r} (expected .vnnlib, .yaml or .yml)")
+
+
+def preset_for(options: CheckOptions) -> Preset:
+    return single_engine(options.engine) if options.engine else load_preset(options.solver)
+
+
+def check_instances(instances: list[Instance], options: CheckOptions) -> CheckResult:
+    """Run the preset on each instance in turn under one shared timeout."""
+    start = time.monotonic()
+    preset = preset_for(options)
+    budget = Budget.seconds(options.timeout, resolve_device(options.device))
+    results: list[InstanceResult] = []
+    for k, inst in enumerate(instances):
+        name = inst.problem.name or f"instance {k}"
+        if budget.expired:
+            results.append(InstanceResult(name, Verdict(Status.UNKNOWN, preset.name, 0.0, "timeout")))
+            continue
+        v = run_portfolio(inst, preset, budget)
+        lifted = inst.lift(v.counterexample.x) if v.status is Status.VIOLATED and v.counterexample else None
+        results.append(InstanceResult(name, v, lifted))
+        if v.status is Status.VIOLATED:
+            break
+    return summarize(results, time.monotonic() - start)
+
+
+def summarize(results: list[InstanceResult], seconds: float) -> CheckResult:
+    statuses = [r.verdict.status for r in results]
+    if Status.VIOLATED in statuses:
+        r = next(r for r in results if r.verdict.status is Status.VIOLATED)
+        return CheckResult(Status.VIOLATED, seconds, r.verdict.engine, r.verdict.reason, tuple(results))
+    if statuses and all(s is Status.HOLDS for s in statuses):
+        engines = sorted({r.verdict.engine for r in results})
+        return CheckResult(Status.HOLDS, seconds, "+".join(engines), "", tuple(results))
+    reasons = [f"{r.name}: {r.verdict.reason}" if len(results) > 1 else r.verdict.reason
+               for r in results if r.verdict.status is Status.UNKNOWN]
+    engine = next((r.verdict.engine for r in results if r.verdict.status is Status.UNKNOWN), "none")
+    return CheckResult(Status.UNKNOWN, seconds, engine, "; ".join(reasons), tuple(results))
+
+
+def check(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],
+          options: CheckOptions = CheckOptions()) -> CheckResult:
+    """Check one spec file against one model file."""
+    return check_instances(load_instances(model_path, spec_path), options)

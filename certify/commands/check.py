@@ -1,0 +1,59 @@
+"""``certify check MODEL SPEC``: one model, one spec file, one verdict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from certify.commands.common import EXIT_FOR_STATUS, add_device_option, write_json
+
+#: Counterexamples with at most this many input values are printed in full.
+INLINE_VALUES = 16
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check one property file against one ONNX model",
+                       description="Prove or refute a spec (.vnnlib or .yaml) on an ONNX model. "
+                                   "Exit code: 0 holds, 1 violated, 2 bad input, 3 unknown, 4 internal error.")
+    p.add_argument("model", type=Path, help="ONNX model file")
+    p.add_argument("spec", type=Path, help="property file: .vnnlib or .yaml")
+    p.add_argument("--solver", default="default", help="preset name from solvers/ or a preset YAML file")
+    p.add_argument("--engine", default=None, help="run only this engine (see `certify engines`)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole spec (default 60)")
+    p.add_argument("--json", dest="json_out", default=None, metavar="PATH|-", help="also write JSON")
+    p.add_argument("--cex", type=Path, default=None, metavar="PATH",
+                   help="write the counterexample (x, y) to this .npz file")
+    add_device_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from certify.api import CheckOptions, check
+
+    result = check(args.model, args.spec, CheckOptions(solver=args.solver, engine=args.engine,
+                                                        timeout=args.timeout, device=args.device))
+    out = sys.stdout if args.json_out != "-" else sys.stderr
+    out.write(f"{result.status.value.upper()}  ({result.engine}, {result.seconds:.2f} s)\n")
+    if result.reason:
+        out.write(f"reason: {result.reason}\n")
+    cex = result.counterexample
+    if cex is not None:
+        x = np.asarray(cex.x).reshape(-1)
+        y = np.asarray(cex.y).reshape(-1)
+        cex_path = args.cex
+        if x.size <= INLINE_VALUES and cex_path is None:
+            out.write(f"counterexample x = {np.array2string(x, precision=6, separator=', ')}\n")
+            out.write(f"               y = {np.array2string(y, precision=6, separator=', ')}\n")
+        else:
+            cex_path = cex_path or Path(f"{args.model.stem}.{args.spec.stem}.cex.npz")
+        if cex_path is not None:
+            np.savez(cex_path, x=np.asarray(cex.x), y=y)
+            out.write(f"counterexample ({x.size} inputs) written to {cex_path}\n")
+        out.write("counterexample replayed in onnxruntime: yes\n" if cex.replayed else
+                  "counterexample replayed in onnxruntime: NO\n")
+    if args.json_out:
+        write_json(result.to_json(), args.json_out)
+    return int(EXIT_FOR_STATUS[result.status])

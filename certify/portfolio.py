@@ -1,0 +1,136 @@
+"""Runs engines cheapest-first under one budget, following a named preset from ``solvers/``.
+
+A preset is YAML::
+
+    name: default
+    description: ...
+    stages:
+      - engine: fuzz
+        share: 0.1          # fraction of the remaining time (optional; default: all of it)
+        options: {steps: 50}
+
+The first HOLDS ends the run; a VIOLATED ends it only if its counterexample replays in
+onnxruntime (through the instance's oracle) - otherwise the failed replay is logged as a bug
+and the next stage runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from certify.engines.base import Budget
+from certify.engines.registry import make_engine
+from certify.errors import UsageError
+from certify.instance import Instance
+from certify.replay import replay
+from certify.verdict import Status, Verdict, unknown
+
+log = logging.getLogger(__name__)
+
+#: Where the bundled presets live (the repository's top-level ``solvers/`` folder).
+SOLVERS_DIR = Path(__file__).resolve().parents[1] / "solvers"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    engine: str
+    share: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    stages: tuple[Stage, ...]
+    description: str = ""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in SOLVERS_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """A bundled preset by name (``default``, ``complete``...) or a preset YAML file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = SOLVERS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UsageError(f"unknown solver preset {str(name_or_path)!r}; "
+                             f"bundled presets: {', '.join(preset_names())}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
+        raise UsageError(f"{path}: a preset needs a non-empty 'stages' list")
+    stages = []
+    for k, s in enumerate(data["stages"]):
+        if not isinstance(s, dict) or "engine" not in s:
+            raise UsageError(f"{path}: stages[{k}] needs an 'engine'")
+        unknown_keys = set(s) - {"engine", "share", "options"}
+        if unknown_keys:
+            raise UsageError(f"{path}: stages[{k}]: unknown field(s) {sorted(unknown_keys)}")
+        share = s.get("share")
+        if share is not None and not (0 < float(share) <= 1):
+            raise UsageError(f"{path}: stages[{k}].share must be in (0, 1]")
+        stages.append(Stage(str(s["engine"]), None if share is None else float(share), dict(s.get("options") or {})))
+    return Preset(str(data.get("name", path.stem)), tuple(stages), str(data.get("description", "")))
+
+
+def single_engine(name: str, options: Mapping[str, Any] | None = None) -> Preset:
+    return Preset(name, (Stage(name, None, dict(options or {})),), f"only {name}")
+
+
+def run_portfolio(instance: Instance, preset: Preset, budget: Budget) -> Verdict:
+    """Try the preset's stages in order on one instance; the verdict's seconds cover all of them."""
+    start = time.monotonic()
+    reasons: list[str] = []
+    problem = instance.problem
+    for k, stage in enumerate(preset.stages):
+        if budget.expired:
+            reasons.append("timeout")
+            break
+        engine = make_engine(stage.engine, stage.options)
+        avail = engine.available()
+        if not avail:
+            reasons.append(f"{stage.engine}: unavailable ({avail.reason})")
+            continue
+        sup = engine.supports(problem)
+        if not sup:
+            reasons.append(f"{stage.engine}: {sup.reason}")
+            continue
+        last = k == len(preset.stages) - 1
+        sub = budget if (stage.share is None or last) else budget.share(stage.share)
+        verdict = engine.check(problem, sub)
+        if verdict.status is Status.HOLDS:
+            return verdict.with_time(time.monotonic() - start)
+        if verdict.status is Status.VIOLATED:
+            checked = _replayed(instance, verdict)
+            if checked is not None:
+                return checked.with_time(time.monotonic() - start)
+            reasons.append(f"{stage.engine}: counterexample did not replay in onnxruntime (logged as a bug)")
+            continue
+        reasons.append(f"{stage.engine}: {verdict.reason}")
+    return unknown(preset.name, "; ".join(reasons) or "no stage ran", time.monotonic() - start)
+
+
+def _replayed(instance: Instance, verdict: Verdict) -> Verdict | None:
+    cex = verdict.counterexample
+    if cex is None:
+        log.error("BUG: engine %s said violated without a counterexample", verdict.engine)
+        return None
+    if cex.replayed:
+        return verdict
+    checked = replay(instance.oracle, instance.problem, cex.x)
+    if checked is None:
+        log.error("BUG: counterexample from %s for %s does not replay in onnxruntime",
+                  verdict.engine, instance.problem.name or "problem")
+        return None
+    return replace(verdict, counterexample=checked)
