@@ -8,9 +8,9 @@ of them is mapped back to the user's terms by that problem's ``lift``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,15 +18,23 @@ import torch
 from certify.errors import ShapeMismatch, SpecError
 from certify.network import Network
 from certify.problem import Box, HalfSpaces, Problem
-from certify.spec import LocalRobustness, Property, as_array
+from certify.spec import LocalRobustness, Property, SpecDocument, as_array
+
+if TYPE_CHECKING:
+    from certify.replay import Oracle
 
 
 @dataclass(frozen=True, slots=True)
 class Lowered:
-    """One canonical problem and the map of its counterexamples back to the property's terms."""
+    """One canonical problem and the map of its counterexamples back to the property's terms.
+
+    ``oracle`` replays counterexamples when the problem's network is not the model file's
+    (a lowering that builds a product or prepends layers); None means "the model file".
+    """
 
     problem: Problem
     lift: Callable[[np.ndarray], dict[str, Any]]
+    oracle: Oracle | None = None
 
 
 def lower(prop: Property, network: Network, base_dir: Path = Path(".")) -> list[Lowered]:
@@ -39,6 +47,26 @@ def lower(prop: Property, network: Network, base_dir: Path = Path(".")) -> list[
     except KeyError:
         raise SpecError(f"kind: no lowering for {prop.kind!r}; known: {', '.join(LOWERINGS)}") from None
     return rule(prop, network, base_dir)
+
+
+def lower_document(doc: SpecDocument, network: Network, base_dir: Path | None = None) -> list[Lowered]:
+    """Every property of ``doc`` lowered, in order; errors name the file and the property.
+
+    Unnamed problems of a several-property document are named ``kind[i]``.
+    """
+    base = doc.base_dir if base_dir is None else base_dir
+    several = len(doc.properties) > 1
+    out: list[Lowered] = []
+    for i, prop in enumerate(doc.properties):
+        where = f"properties[{i}]." if several else ""
+        try:
+            lowered = lower(prop, network, base)
+        except SpecError as exc:
+            raise type(exc)(f"{doc.source}: {where}{exc}") from None
+        if several and not prop.name:
+            lowered = [replace(lw, problem=replace(lw.problem, name=f"{prop.kind}[{i}]")) for lw in lowered]
+        out.extend(lowered)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,7 +100,7 @@ def predict(network: Network, x: np.ndarray) -> np.ndarray:
 
     The input is rounded to float32 first (what onnxruntime would see).
     """
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(network.dtype, network.device)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(device=network.device, dtype=network.dtype)
     with torch.no_grad():
         y = network.forward(xt.reshape(1, *network.input_shape))
     return y.reshape(-1).double().cpu().numpy()
@@ -143,6 +171,7 @@ def lower_robustness(prop: LocalRobustness, network: Network, base_dir: Path) ->
 
 
 #: How each property kind becomes canonical problems.  Add new kinds here.
+# (typed with Any: each rule takes its own kind of Property)
 LOWERINGS: dict[str, Callable[[Any, Network, Path], list[Lowered]]] = {
     "robustness": lower_robustness,
 }

@@ -38,15 +38,20 @@ _NUMBER_ARRAY_SCHEMA: dict[str, Any] = {
 }
 
 
-class _Kind(BaseModel):
+def _kind_required(schema: dict[str, Any]) -> None:
+    """``kind`` has a default (for Python callers) but a document must state it."""
+    schema["required"] = ["kind", *schema.get("required", [])]
+
+
+class PropertyBase(BaseModel):
     """Fields and configuration shared by every property kind."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
 
     name: str | None = Field(default=None, description="a label for reports")
 
 
-class LocalRobustness(_Kind):
+class LocalRobustness(PropertyBase):
     """The predicted class is constant on an L-inf ball around ``input``.
 
     Violated when some ``x`` with ``|x - x0|_inf <= eps`` (and inside ``clip``) makes a
@@ -64,14 +69,14 @@ class LocalRobustness(_Kind):
         }),
     ] = Field(description="the centre x0: inline numbers or a .npy path (relative to the spec file)")
     eps: float = Field(gt=0, allow_inf_nan=False, description="L-inf radius of the ball around x0")
-    label: Union[int, Literal["predicted"]] = Field(
+    label: Union[Annotated[int, Field(ge=0)], Literal["predicted"]] = Field(
         default="predicted",
         description="the class that must win; 'predicted' = the model's prediction at x0",
     )
     clip: Union[tuple[float, float], None] = Field(
         default=None, description="input domain [lo, hi]; the ball is intersected with it"
     )
-    targets: Union[list[int], None] = Field(
+    targets: Union[list[Annotated[int, Field(ge=0)]], None] = Field(
         default=None, min_length=1,
         description="only these wrong classes count (targeted robustness); default: all others",
     )
@@ -123,7 +128,7 @@ class LocalRobustness(_Kind):
 
 
 #: Every property kind, in the order the schema lists them.  Add new kinds here.
-PROPERTY_TYPES: tuple[type[_Kind], ...] = (LocalRobustness,)
+PROPERTY_TYPES: tuple[type[PropertyBase], ...] = (LocalRobustness,)
 
 #: The names a ``kind:`` field may take.
 KINDS: tuple[str, ...] = tuple(t.model_fields["kind"].default for t in PROPERTY_TYPES)
@@ -153,17 +158,22 @@ Document = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class SpecDocument:
-    """The validated properties of one spec file; ``base_dir`` resolves relative paths."""
+    """The validated properties of one spec file.
+
+    ``base_dir`` resolves relative paths (the spec file's folder); ``source`` names the file
+    in error messages.
+    """
 
     properties: tuple[Property, ...]
     base_dir: Path = Path(".")
+    source: str = "<spec>"
 
 
-def parse_document(data: Any, base_dir: Path = Path(".")) -> SpecDocument:
+def parse_document(data: Any, base_dir: Path = Path("."), source: str = "<spec>") -> SpecDocument:
     """Validate plain data (as read from YAML/JSON).  Raises pydantic's ``ValidationError``."""
     parsed = TypeAdapter(Document).validate_python(data)
     props = parsed.properties if isinstance(parsed, PropertyList) else [parsed]
-    return SpecDocument(tuple(props), base_dir)
+    return SpecDocument(tuple(props), base_dir, source)
 
 
 def json_schema() -> dict[str, Any]:
@@ -223,9 +233,20 @@ def error_message(error: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         return f"missing field 'kind' (one of: {known})"
     if kind == "extra_forbidden":
-        return "unknown field"
+        return f"unknown field (allowed: {', '.join(_allowed_fields(error['loc']))})"
+    if kind == "missing":
+        return "required field is missing"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
+
+
+def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
+    """The fields of the model an ``extra_forbidden`` error at ``loc`` happened in."""
+    model: type[BaseModel] = PropertyList
+    for part in loc[:-1]:
+        if part in KINDS:
+            model = PROPERTY_TYPES[KINDS.index(part)]
+    return list(model.model_fields)
 
 
 def describe_errors(exc: ValidationError, limit: int = 3) -> list[tuple[tuple[int | str, ...], str]]:

@@ -49,13 +49,14 @@ def load_spec(path: str | Path) -> SpecDocument:
 def parse_spec(text: str, source: str = "<string>", base_dir: Path = Path(".")) -> SpecDocument:
     """Validate the YAML ``text``; ``source`` names it in error messages."""
     root, data = _read_yaml(text, source)
-    if data is None:
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise SpecError(
-            f"{source}: empty spec; expected one property (kind: {' | '.join(KINDS)}) "
-            "or a 'properties:' list"
+            f"{source}: expected one property (a mapping with kind: {' | '.join(KINDS)}) "
+            f"or a 'properties:' list, found {found}"
         )
     try:
-        doc = parse_document(data, base_dir)
+        doc = parse_document(data, base_dir, source)
     except ValidationError as exc:
         problems = [
             f"{format_path(where)}: {message} (line {_line_of(root, where)})"
