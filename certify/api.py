@@ -76,6 +76,7 @@ class CheckResult:
                 "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
                 "replayed": cex.replayed,
             },
+            "lifted": _jsonable(self.lifted),
             "instances": [
                 {"name": r.name, "status": r.verdict.status.value, "engine": r.verdict.engine,
                  "seconds": round(r.verdict.seconds, 4), "reason": r.verdict.reason,
@@ -168,3 +169,18 @@ def check(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],
           options: CheckOptions = CheckOptions()) -> CheckResult:
     """Check one spec file against one model file."""
     return check_instances(load_instances(model_path, spec_path), options)
+
+
+def _jsonable(value: Any) -> Any:
+    """Lists for arrays, recursively, so a lifted counterexample can be written as JSON."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)

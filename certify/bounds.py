@@ -47,8 +47,8 @@ class Bounds:
 def input_bounds(lower: np.ndarray | torch.Tensor, upper: np.ndarray | torch.Tensor,
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Bounds:
     """Bounds for a batch of boxes; a single box (input shape) gets a batch axis of 1."""
-    lo = torch.as_tensor(lower, dtype=dtype, device=device)
-    hi = torch.as_tensor(upper, dtype=dtype, device=device)
+    lo = torch.tensor(np.asarray(lower), dtype=dtype, device=device)
+    hi = torch.tensor(np.asarray(upper), dtype=dtype, device=device)
     return Bounds(lo, hi)
 
 

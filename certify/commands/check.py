@@ -55,5 +55,9 @@ def run(args: argparse.Namespace) -> int:
         out.write("counterexample replayed in onnxruntime: yes\n" if cex.replayed else
                   "counterexample replayed in onnxruntime: NO\n")
     if args.json_out:
-        write_json(result.to_json(), args.json_out)
+        from certify import __version__
+
+        data = {"model": str(args.model), "spec": str(args.spec), "certify_version": __version__,
+                **result.to_json()}
+        write_json(data, args.json_out)
     return int(EXIT_FOR_STATUS[result.status])
