@@ -19,7 +19,9 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -51,84 +53,500 @@ class PropertyBase(BaseModel):
     name: str | None = Field(default=None, description="a label for reports")
 
 
-class LocalRobustness(PropertyBase):
-    """The predicted class is constant on an L-inf ball around ``input``.
+# ---------------------------------------------------------------------------------------
+# Shared field types and checks
+# ---------------------------------------------------------------------------------------
 
-    Violated when some ``x`` with ``|x - x0|_inf <= eps`` (and inside ``clip``) makes a
-    target class score at least as high as ``label``.
+#: File types an input may be read from (``.npz`` may name its array as ``file.npz:key``).
+INPUT_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".pgm", ".ppm", ".pnm")
+
+_INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string",
+         "description": "a .npy / .npz (file.npz or file.npz:key) / PGM / PPM file, relative to the spec file"},
+        _NUMBER_ARRAY_SCHEMA,
+    ]
+}
+
+#: An input array: inline (nested) numbers or a file path (checked by :func:`check_input_ref`).
+InputRef = Annotated[Union[str, list[Any]], WithJsonSchema(_INPUT_SCHEMA)]
+
+_BOUND_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "number"}, _NUMBER_ARRAY_SCHEMA]}
+
+#: A number (broadcast to the input shape) or an input-shaped array.
+Bound = Annotated[Union[float, list[Any]], WithJsonSchema(_BOUND_SCHEMA)]
+
+
+def input_path(value: str) -> tuple[str, str | None]:
+    """``'a.npz:key'`` -> ``('a.npz', 'key')``; other paths -> ``(path, None)``."""
+    head, sep, key = value.rpartition(":")
+    if sep and head.lower().endswith(".npz") and key:
+        return head, key
+    return value, None
+
+
+def check_input_ref(value: Any) -> Any:
+    """An input is a non-empty rectangular list of finite numbers or a readable file's path."""
+    if isinstance(value, str):
+        path, _ = input_path(value)
+        if not path.lower().endswith(INPUT_SUFFIXES):
+            raise ValueError(
+                f"a path must name a {', '.join(INPUT_SUFFIXES)} file, got {value!r} "
+                "(PNG/JPEG are not read: convert to .npy or PGM/PPM)"
+            )
+        return value
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of numbers or the path of a .npy/.npz/PGM/PPM file")
+    as_array(value)
+    return value
+
+
+def check_bound(value: Any) -> Any:
+    """A bound is one finite number or a rectangular list of them."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number or a list of numbers, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not np.isfinite(value):
+            raise ValueError("must be finite")
+        return float(value)
+    if isinstance(value, list) and value:
+        as_array(value)
+        return value
+    raise ValueError(f"must be a number or a non-empty list of numbers, got {value!r}")
+
+
+def _check_range(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[0] <= value[1]:
+        raise ValueError(f"needs lo <= hi, got [{value[0]}, {value[1]}]")
+    return value
+
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: A closed interval ``[lo, hi]`` with ``lo <= hi``.
+Range = Annotated[tuple[_Finite, _Finite], AfterValidator(_check_range)]
+#: An output index (an integer >= 0).
+Index = Annotated[int, Field(ge=0, strict=True)]
+
+
+def _check_label(value: Any) -> Any:
+    if value == "predicted" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"must be a class index (an integer >= 0) or 'predicted', got {value!r}")
+
+
+def _check_targets(value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ValueError(f"must be a list of class indices (integers >= 0), got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"has repeated classes: {value}")
+    return value
+
+
+def _check_radius(value: Any) -> Any:
+    if isinstance(value, list):
+        array = as_array(value) if value else None
+        if array is None or np.any(array < 0):
+            raise ValueError("per-feature radii must be a non-empty list of numbers >= 0")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"Input should be a valid number or a list of numbers, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("Input should be a valid number, unable to parse string as a number") from None
+    if not np.isfinite(number):
+        raise ValueError("Input should be a finite number")
+    if number <= 0:
+        raise ValueError("Input should be greater than 0")
+    return number
+
+
+#: A radius: one number > 0 or per-feature radii >= 0 (a nested list).
+Radius = Annotated[Union[float, list[Any]], BeforeValidator(_check_radius),
+                   WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, _NUMBER_ARRAY_SCHEMA]})]
+
+Label = Annotated[Union[Annotated[int, Field(ge=0)], Literal["predicted"]], BeforeValidator(_check_label)]
+Targets = Annotated[Union[list[Annotated[int, Field(ge=0)]], None], BeforeValidator(_check_targets)]
+
+_LABEL_DOC = "the class that must win; 'predicted' = the model's prediction at the (unperturbed) input"
+_TARGETS_DOC = "only these wrong classes count (targeted); default: all others"
+
+
+def _label_not_target(label: Any, targets: list[int] | None) -> None:
+    if isinstance(label, int) and targets and label in targets:
+        raise ValueError(f"@targets: contains the label {label} itself")
+
+
+class OutputSelector(BaseModel):
+    """The scalar a property talks about: one output ``y[output]`` or a margin ``y[i] - y[j]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: Index | None = Field(default=None, description="an output index: the score y[output]")
+    margin: tuple[Index, Index] | None = Field(
+        default=None, description="[i, j]: the logit margin y[i] - y[j]")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> OutputSelector:
+        if (self.output is None) == (self.margin is None):
+            raise ValueError("@output: give exactly one of 'output' or 'margin'")
+        if self.margin is not None and self.margin[0] == self.margin[1]:
+            raise ValueError(f"@margin: needs two different outputs, got {list(self.margin)}")
+        return self
+
+    def indices(self) -> tuple[int, ...]:
+        return (self.output,) if self.output is not None else tuple(self.margin or ())
+
+    def row(self, n_out: int) -> np.ndarray:
+        """The selected scalar as a row vector ``c`` with ``c @ y`` = the score."""
+        c = np.zeros(n_out)
+        if self.output is not None:
+            c[self.output] = 1.0
+        elif self.margin is not None:
+            c[self.margin[0]], c[self.margin[1]] = 1.0, -1.0
+        return c
+
+    def describe(self) -> str:
+        return f"y[{self.output}]" if self.output is not None else f"y[{self.margin[0]}] - y[{self.margin[1]}]"  # type: ignore[index]
+
+
+class _RegionMixin(BaseModel):
+    """An input box, given as ``lower``/``upper`` or as ``input`` +- ``eps`` (within ``clip``)."""
+
+    @model_validator(mode="after")
+    def _region(self) -> Any:
+        explicit = self.lower is not None or self.upper is not None  # type: ignore[attr-defined]
+        ball = self.input is not None or self.eps is not None  # type: ignore[attr-defined]
+        if explicit and ball:
+            raise ValueError("@lower: give the input box either as 'lower'/'upper' or as 'input'/'eps', not both")
+        if explicit and (self.lower is None or self.upper is None):  # type: ignore[attr-defined]
+            raise ValueError("@upper: 'lower' and 'upper' go together")
+        if ball and (self.input is None or self.eps is None):  # type: ignore[attr-defined]
+            raise ValueError("@eps: 'input' and 'eps' go together")
+        if not explicit and not ball:
+            raise ValueError("@lower: required: an input box as 'lower' and 'upper', or 'input' and 'eps'")
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# kind: robustness
+# ---------------------------------------------------------------------------------------
+
+class LocalRobustness(PropertyBase):
+    """The class stays ``label`` on a ball around ``input`` (or around each of ``samples``).
+
+    Violated when some ``x`` of the ball (intersected with ``clip``) makes a target class
+    score at least as high as ``label``.  ``norm: l2`` is checked on the L-inf box of the
+    same radius (which contains the L2 ball): HOLDS is proved for the whole box, and a
+    counterexample counts only if it lies inside the L2 ball.
     """
 
     kind: Literal["robustness"] = "robustness"
-    input: Annotated[
-        Union[str, list[Any]],
-        WithJsonSchema({
-            "anyOf": [
-                {"type": "string", "description": "path of a .npy file, relative to the spec file"},
-                _NUMBER_ARRAY_SCHEMA,
-            ]
-        }),
-    ] = Field(description="the centre x0: inline numbers or a .npy path (relative to the spec file)")
-    eps: float = Field(gt=0, allow_inf_nan=False, description="L-inf radius of the ball around x0")
-    label: Union[Annotated[int, Field(ge=0)], Literal["predicted"]] = Field(
-        default="predicted",
-        description="the class that must win; 'predicted' = the model's prediction at x0",
-    )
-    clip: Union[tuple[float, float], None] = Field(
-        default=None, description="input domain [lo, hi]; the ball is intersected with it"
-    )
-    targets: Union[list[Annotated[int, Field(ge=0)]], None] = Field(
-        default=None, min_length=1,
-        description="only these wrong classes count (targeted robustness); default: all others",
-    )
+    input: Union[InputRef, None] = Field(
+        default=None, description="the centre x0: inline numbers or a file (relative to the spec file)")
+    samples: Union[list[InputRef], str, None] = Field(
+        default=None, description="several centres (one instance each): a list of inputs, or one "
+                                  ".npy/.npz file whose first axis indexes the samples")
+    eps: Radius = Field(description="radius: one number > 0, or per-feature radii (>= 0) with the input's shape")
+    norm: Literal["linf", "l2"] = Field(
+        default="linf", description="linf (exact box) or l2 (checked on the enclosing L-inf box)")
+    label: Label = Field(default="predicted", description=_LABEL_DOC)
+    clip: Union[Range, None] = Field(
+        default=None, description="input domain [lo, hi]; the ball is intersected with it")
+    targets: Targets = Field(default=None, min_length=1, description=_TARGETS_DOC)
 
     @field_validator("input", mode="before")
     @classmethod
     def _check_input(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value.endswith(".npy"):
-                raise ValueError(f"a path must name a .npy file, got {value!r}")
-            return value
-        if not isinstance(value, list) or not value:
-            raise ValueError("must be a non-empty list of numbers or the path of a .npy file")
-        as_array(value)
-        return value
+        return None if value is None else check_input_ref(value)
 
-    @field_validator("label", mode="before")
+    @field_validator("samples", mode="before")
     @classmethod
-    def _check_label(cls, value: Any) -> Any:
-        if value == "predicted" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-            return value
-        raise ValueError(f"must be a class index (an integer >= 0) or 'predicted', got {value!r}")
-
-    @field_validator("clip")
-    @classmethod
-    def _check_clip(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not value[0] <= value[1]:
-            raise ValueError(f"needs lo <= hi, got [{value[0]}, {value[1]}]")
-        return value
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _check_targets(cls, value: Any) -> Any:
+    def _check_samples(cls, value: Any) -> Any:
         if value is None:
             return value
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
-        ):
-            raise ValueError(f"must be a list of class indices (integers >= 0), got {value!r}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"has repeated classes: {value}")
-        return value
+        if isinstance(value, str):
+            path, _ = input_path(value)
+            if not path.lower().endswith((".npy", ".npz")):
+                raise ValueError(f"a samples file must be .npy or .npz, got {value!r}")
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValueError("must be a non-empty list of inputs or a .npy/.npz file")
+        return [check_input_ref(v) for v in value]
 
     @model_validator(mode="after")
-    def _label_not_target(self) -> LocalRobustness:
-        if isinstance(self.label, int) and self.targets and self.label in self.targets:
-            raise ValueError(f"targets contains the label {self.label} itself")
+    def _check_all(self) -> LocalRobustness:
+        if (self.input is None) == (self.samples is None):
+            raise ValueError("@input: give exactly one of 'input' or 'samples'")
+        if self.norm == "l2" and isinstance(self.eps, list):
+            raise ValueError("@eps: norm l2 needs one radius (a number), not per-feature radii")
+        _label_not_target(self.label, self.targets)
         return self
 
 
+# ---------------------------------------------------------------------------------------
+# kind: output_range
+# ---------------------------------------------------------------------------------------
+
+class OutputBound(OutputSelector):
+    """``min < score < max`` for one output or margin (either bound may be left out)."""
+
+    min: Union[_Finite, None] = Field(default=None, description="the score stays above this")
+    max: Union[_Finite, None] = Field(default=None, description="the score stays below this")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> OutputBound:
+        if self.min is None and self.max is None:
+            raise ValueError("@min: give 'min', 'max' or both")
+        if self.min is not None and self.max is not None and not self.min <= self.max:
+            raise ValueError(f"@min: needs min <= max, got min {self.min}, max {self.max}")
+        return self
+
+
+class OutputRange(_RegionMixin, PropertyBase):
+    """Every listed output (or margin) stays within its bounds over an input box.
+
+    Violated when some ``x`` of the box has a score ``<= min`` or ``>= max`` for some bound
+    (a score exactly on a bound counts as a violation).
+    """
+
+    kind: Literal["output_range"] = "output_range"
+    lower: Union[Bound, None] = Field(default=None, description="box lower corner (number or array)")
+    upper: Union[Bound, None] = Field(default=None, description="box upper corner (number or array)")
+    input: Union[InputRef, None] = Field(default=None, description="box centre (with eps)")
+    eps: Union[Annotated[float, Field(ge=0, allow_inf_nan=False)], None] = Field(
+        default=None, description="L-inf radius around input")
+    clip: Union[Range, None] = Field(default=None, description="input domain [lo, hi] (with input/eps)")
+    outputs: list[OutputBound] = Field(min_length=1, description="the bounds, all of which must hold")
+
+    _check_lower = field_validator("lower", "upper", mode="before")(
+        classmethod(lambda cls, v: None if v is None else check_bound(v)))
+    _check_input = field_validator("input", mode="before")(
+        classmethod(lambda cls, v: None if v is None else check_input_ref(v)))
+
+
+# ---------------------------------------------------------------------------------------
+# kind: monotonicity
+# ---------------------------------------------------------------------------------------
+
+class Monotonicity(_RegionMixin, PropertyBase):
+    """A score does not drop (``increasing``) or rise (``decreasing``) when chosen features grow.
+
+    ``form: pairwise``: for all ``x <= x'`` in the box that differ only in ``features``,
+    ``g(x) <= g(x') + tol`` (increasing) or ``g(x') <= g(x) + tol`` (decreasing).
+
+    ``form: path`` (the veriFIRE form): the input is ``background + a * (target - background)``
+    for ``a`` in ``alpha``; for every such ``a``, ``g(image(a)) >= g(image(reference)) - tol``
+    (increasing) or ``<= ... + tol`` (decreasing).
+    """
+
+    kind: Literal["monotonicity"] = "monotonicity"
+    form: Literal["pairwise", "path"] = Field(default="pairwise", description="pairwise or path")
+    output: Union[Index, None] = Field(default=None, description="the score y[output] ...")
+    margin: Union[tuple[Index, Index], None] = Field(default=None, description="... or the margin y[i] - y[j]")
+    direction: Literal["increasing", "decreasing"] = Field(default="increasing")
+    tol: float = Field(default=1e-4, gt=0, allow_inf_nan=False,
+                       description="allowed drop (> 0: a violation must exceed it)")
+    # pairwise
+    features: Union[list[Annotated[int, Field(ge=0)]], None] = Field(
+        default=None, min_length=1, description="pairwise: flat indices of the features that grow")
+    lower: Union[Bound, None] = Field(default=None, description="pairwise: box lower corner")
+    upper: Union[Bound, None] = Field(default=None, description="pairwise: box upper corner")
+    input: Union[InputRef, None] = Field(default=None, description="pairwise: box centre (with eps)")
+    eps: Union[Annotated[float, Field(ge=0, allow_inf_nan=False)], None] = Field(
+        default=None, description="pairwise: L-inf radius around input")
+    clip: Union[Range, None] = Field(default=None, description="pairwise: input domain (with input/eps)")
+    max_step: Union[Annotated[float, Field(gt=0, allow_inf_nan=False)], None] = Field(
+        default=None, description="pairwise: x' - x is at most this on each chosen feature")
+    # path
+    background: Union[float, InputRef, None] = Field(
+        default=None, description="path: the image at a = 0 (a number: that value everywhere)")
+    target: Union[InputRef, None] = Field(default=None, description="path: the image at a = 1")
+    alpha: Range = Field(default=(0.0, 1.0), description="path: the range of a")
+    reference: Union[_Finite, None] = Field(
+        default=None, description="path: the a whose score is the floor (default: alpha's lo)")
+
+    _check_lower = field_validator("lower", "upper", mode="before")(
+        classmethod(lambda cls, v: None if v is None else check_bound(v)))
+    _check_inputs = field_validator("input", "target", mode="before")(
+        classmethod(lambda cls, v: None if v is None else check_input_ref(v)))
+    _check_background = field_validator("background", mode="before")(
+        classmethod(lambda cls, v: v if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                     else check_input_ref(v)))
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"has repeated features: {value}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        form = data.get("form", "pairwise")
+        own = {"pairwise": ("features", "lower", "upper", "input", "eps", "clip", "max_step"),
+               "path": ("background", "target", "alpha", "reference")}
+        for other, fields in own.items():
+            if other != form:
+                for f in fields:
+                    if f in data and f not in own.get(form, ()):
+                        raise ValueError(f"@{f}: belongs to form {other!r}, not {form!r}")
+        return data
+
+    @model_validator(mode="after")
+    def _region(self) -> Monotonicity:  # replaces the mixin check: only pairwise has a box
+        OutputSelector(output=self.output, margin=self.margin)
+        if self.form == "pairwise":
+            if self.features is None:
+                raise ValueError("@features: required by form pairwise")
+            _RegionMixin._region(self)
+        else:
+            if self.background is None or self.target is None:
+                raise ValueError("@background: form path needs 'background' and 'target'")
+        return self
+
+    @property
+    def selector(self) -> OutputSelector:
+        return OutputSelector(output=self.output, margin=self.margin)
+
+
+# ---------------------------------------------------------------------------------------
+# kind: blur_tolerance
+# ---------------------------------------------------------------------------------------
+
+class Kernel(BaseModel):
+    """A blur kernel family: ``gaussian`` (one sigma or a sigma range), ``box`` or ``custom``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["gaussian", "box", "custom"]
+    sigma: Union[Annotated[float, Field(gt=0, allow_inf_nan=False)], Range, None] = Field(
+        default=None, description="gaussian: one sigma (pixels) or a range [lo, hi]")
+    steps: int = Field(default=3, ge=1, le=64,
+                       description="gaussian with a sigma range: how many evenly spaced sigmas are checked")
+    size: Union[Annotated[int, Field(ge=1)], None] = Field(
+        default=None, description="kernel side (odd); gaussian default 2*ceil(3*sigma)+1, box: required")
+    weights: Union[list[list[float]], None] = Field(
+        default=None, description="custom: the kernel (odd sides), normalized to sum 1")
+
+    @model_validator(mode="after")
+    def _fields(self) -> Kernel:
+        if self.size is not None and self.size % 2 == 0:
+            raise ValueError(f"@size: must be odd, got {self.size}")
+        if self.type == "gaussian":
+            if self.sigma is None:
+                raise ValueError("@sigma: required by a gaussian kernel")
+            if isinstance(self.sigma, tuple) and self.sigma[0] <= 0:
+                raise ValueError(f"@sigma: range must be > 0, got {list(self.sigma)}")
+        elif self.type == "box":
+            if self.size is None:
+                raise ValueError("@size: required by a box kernel")
+        else:
+            if self.weights is None:
+                raise ValueError("@weights: required by a custom kernel")
+            w = as_array(self.weights)
+            if w.ndim != 2 or w.shape[0] % 2 == 0 or w.shape[1] % 2 == 0:
+                raise ValueError(f"@weights: must be a 2-D kernel with odd sides, got shape {w.shape}")
+            if abs(w.sum()) < 1e-12:
+                raise ValueError("@weights: sum to 0 (cannot be normalized)")
+        return self
+
+
+class Envelope(BaseModel):
+    """Per-pixel bounds (the veriFIRE sensor-model form): every pixel in ``[lower, upper]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lower: InputRef = Field(description="per-pixel minimum (image-shaped)")
+    upper: InputRef = Field(description="per-pixel maximum (image-shaped)")
+
+    _check = field_validator("lower", "upper", mode="before")(classmethod(lambda cls, v: check_input_ref(v)))
+
+
+class BlurTolerance(PropertyBase):
+    """The decision survives blurring ``input``.
+
+    With ``kernel``: for each kernel ``K`` of the family and every strength ``t`` in
+    ``strength``, the image ``(1 - t) * input + t * (K * input)`` keeps the class ``label``.
+    A sigma range is checked at ``steps`` evenly spaced sigmas (endpoints included), not at
+    every sigma in between.  With ``envelope``: every image whose pixels lie within
+    ``[envelope.lower, envelope.upper]`` keeps the class.
+    """
+
+    kind: Literal["blur_tolerance"] = "blur_tolerance"
+    input: InputRef = Field(description="the sharp image")
+    kernel: Union[Kernel, None] = Field(default=None, description="the blur family")
+    strength: Range = Field(default=(0.0, 1.0), description="t: 0 = sharp, 1 = fully blurred")
+    envelope: Union[Envelope, None] = Field(default=None, description="per-pixel [min, max] instead of a kernel")
+    image_shape: Union[list[Annotated[int, Field(ge=1)]], None] = Field(
+        default=None, min_length=2, max_length=3,
+        description="[H, W] or [C, H, W] when the model's input is flat; default: the model's input shape")
+    border: Literal["edge", "zero"] = Field(default="edge", description="how the blur pads the border")
+    label: Label = Field(default="predicted", description=_LABEL_DOC)
+    targets: Targets = Field(default=None, min_length=1, description=_TARGETS_DOC)
+
+    _check_input = field_validator("input", mode="before")(classmethod(lambda cls, v: check_input_ref(v)))
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BlurTolerance:
+        if (self.kernel is None) == (self.envelope is None):
+            raise ValueError("@kernel: give exactly one of 'kernel' or 'envelope'")
+        _label_not_target(self.label, self.targets)
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# kind: brightness_contrast
+# ---------------------------------------------------------------------------------------
+
+class BrightnessContrast(PropertyBase):
+    """The class stays ``label`` on every ``c * input + b`` (clamped to ``clip``) with c, b in ranges."""
+
+    kind: Literal["brightness_contrast"] = "brightness_contrast"
+    input: InputRef = Field(description="the image")
+    contrast: Range = Field(default=(1.0, 1.0), description="range of the factor c")
+    brightness: Range = Field(default=(0.0, 0.0), description="range of the offset b")
+    clip: Union[Range, None] = Field(default=None, description="clamp the changed image to [lo, hi]")
+    label: Label = Field(default="predicted", description=_LABEL_DOC)
+    targets: Targets = Field(default=None, min_length=1, description=_TARGETS_DOC)
+
+    _check_input = field_validator("input", mode="before")(classmethod(lambda cls, v: check_input_ref(v)))
+
+    @model_validator(mode="after")
+    def _check(self) -> BrightnessContrast:
+        _label_not_target(self.label, self.targets)
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# kind: vnnlib
+# ---------------------------------------------------------------------------------------
+
+class VnnLib(PropertyBase):
+    """A VNN-LIB file, so one YAML can bundle many."""
+
+    kind: Literal["vnnlib"] = "vnnlib"
+    path: str = Field(description="a .vnnlib (or .vnnlib.gz) file, relative to the spec file")
+
+    @field_validator("path")
+    @classmethod
+    def _suffix(cls, value: str) -> str:
+        if not value.lower().endswith((".vnnlib", ".vnnlib.gz")):
+            raise ValueError(f"must name a .vnnlib or .vnnlib.gz file, got {value!r}")
+        return value
+
+
 #: Every property kind, in the order the schema lists them.  Add new kinds here.
-PROPERTY_TYPES: tuple[type[PropertyBase], ...] = (LocalRobustness,)
+PROPERTY_TYPES: tuple[type[PropertyBase], ...] = (
+    LocalRobustness, OutputRange, Monotonicity, BlurTolerance, BrightnessContrast, VnnLib,
+)
 
 #: The names a ``kind:`` field may take.
 KINDS: tuple[str, ...] = tuple(t.model_fields["kind"].default for t in PROPERTY_TYPES)
@@ -241,14 +659,39 @@ def error_message(error: dict[str, Any]) -> str:
 
 
 def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
-    """The fields of the model an ``extra_forbidden`` error at ``loc`` happened in."""
+    """The fields of the (possibly nested) model an ``extra_forbidden`` error at ``loc`` happened in."""
     model: type[BaseModel] = PropertyList
     for part in loc[:-1]:
         if part in KINDS:
             model = PROPERTY_TYPES[KINDS.index(part)]
+        elif isinstance(part, str) and part in model.model_fields:
+            inner = _submodel(model.model_fields[part].annotation)
+            if inner is not None:
+                model = inner
     return list(model.model_fields)
 
 
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``X``, ``X | None``, ``list[X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def describe_errors(exc: ValidationError, limit: int = 3) -> list[tuple[tuple[int | str, ...], str]]:
-    """``(field path, message)`` for the first ``limit`` errors of ``exc``."""
-    return [(error_path(e["loc"]), error_message(e)) for e in exc.errors()[:limit]]
+    """``(field path, message)`` for the first ``limit`` errors of ``exc``.
+
+    A model-level check names its field by starting its message with ``@field: ``.
+    """
+    out = []
+    for e in exc.errors()[:limit]:
+        path, message = error_path(e["loc"]), error_message(e)
+        if message.startswith("@"):
+            field, _, message = message[1:].partition(": ")
+            path = (*path, field)
+        out.append((path, message))
+    return out

@@ -59,7 +59,7 @@ def test_python_construction_defaults_the_kind() -> None:
 
 BAD = {
     "wrong field": ("kind: robustness\ninput: [1]\neps: 0.1\nepsilon: 3\n",
-                    ["spec.yaml: epsilon: unknown field", "allowed: name, kind, input, eps", "line 4"]),
+                    ["spec.yaml: epsilon: unknown field", "allowed: name, kind, input, samples, eps", "line 4"]),
     "missing field": ("kind: robustness\ninput: [1]\n", ["spec.yaml: eps:", "missing"]),
     "eps zero": ("kind: robustness\ninput: [1]\neps: 0\n",
                  ["spec.yaml: eps: Input should be greater than 0 (line 3)"]),
@@ -76,7 +76,7 @@ BAD = {
     "negative label": ("kind: robustness\ninput: [1]\neps: 1\nlabel: -1\n", ["label:", "'predicted'"]),
     "bool label": ("kind: robustness\ninput: [1]\neps: 1\nlabel: true\n", ["label:"]),
     "label among targets": ("kind: robustness\ninput: [1]\neps: 1\nlabel: 2\ntargets: [1, 2]\n",
-                            ["targets contains the label 2"]),
+                            ["targets: contains the label 2"]),
     "repeated targets": ("kind: robustness\ninput: [1]\neps: 1\ntargets: [1, 1]\n", ["targets:", "repeated"]),
     "clip reversed": ("kind: robustness\ninput: [1]\neps: 1\nclip: [1, 0]\n", ["clip:", "lo <= hi", "line 4"]),
     "clip of three": ("kind: robustness\ninput: [1]\neps: 1\nclip: [0, 1, 2]\n", ["clip"]),

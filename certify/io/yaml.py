@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from certify.errors import SpecError
-from certify.spec import KINDS, SpecDocument, describe_errors, format_path, parse_document
+from certify.spec import KINDS, SpecDocument, describe_errors, format_path, input_path, parse_document
 
 
 class _Loader(yaml.SafeLoader):
@@ -37,7 +37,7 @@ class _Loader(yaml.SafeLoader):
 
 
 def load_spec(path: str | Path) -> SpecDocument:
-    """Read and validate the spec file ``path``; relative ``.npy`` inputs resolve against its folder."""
+    """Read and validate the spec file ``path``; relative file paths resolve against its folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -105,13 +105,34 @@ def _line_of(root: yaml.Node | None, path: tuple[int | str, ...]) -> int:
     return node.start_mark.line + 1
 
 
+def input_files(prop: Any) -> list[tuple[tuple[int | str, ...], str]]:
+    """``(field path, file path)`` of every file a property reads (``.npz:key`` suffix removed)."""
+    found: list[tuple[tuple[int | str, ...], str]] = []
+    for name in ("input", "background", "target", "path"):
+        value = getattr(prop, name, None)
+        if isinstance(value, str):
+            found.append(((name,), input_path(value)[0]))
+    samples = getattr(prop, "samples", None)
+    if isinstance(samples, str):
+        found.append((("samples",), input_path(samples)[0]))
+    elif isinstance(samples, list):
+        found += [(("samples", k), input_path(v)[0]) for k, v in enumerate(samples) if isinstance(v, str)]
+    envelope = getattr(prop, "envelope", None)
+    if envelope is not None:
+        for name in ("lower", "upper"):
+            value = getattr(envelope, name)
+            if isinstance(value, str):
+                found.append((("envelope", name), input_path(value)[0]))
+    return found
+
+
 def _check_input_files(doc: SpecDocument, root: yaml.Node | None, source: str, nested: bool) -> None:
-    """A ``.npy`` input path that names no file is an error now, not at lowering time."""
+    """A file path that names no file is an error now, not at lowering time."""
     for i, prop in enumerate(doc.properties):
-        value = getattr(prop, "input", None)
-        if isinstance(value, str) and not (doc.base_dir / value).is_file():
-            where: tuple[int | str, ...] = ("properties", i, "input") if nested else ("input",)
-            raise SpecError(
-                f"{source}: {format_path(where)}: no such file {str(doc.base_dir / value)!r} "
-                f"(line {_line_of(root, where)})"
-            )
+        for field, value in input_files(prop):
+            if not (doc.base_dir / value).is_file():
+                where: tuple[int | str, ...] = (("properties", i) if nested else ()) + field
+                raise SpecError(
+                    f"{source}: {format_path(where)}: no such file {str(doc.base_dir / value)!r} "
+                    f"(line {_line_of(root, where)})"
+                )
