@@ -123,8 +123,8 @@ def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathL
         from certify.lower import lower_document
 
         doc = load_spec(spec_path)
-        return [Instance(lw.problem, lw.oracle or oracle, lw.lift)
-                for lw in lower_document(doc, net, spec_path.parent)]
+        return [Instance(lw.problem, lw.oracle or oracle, lw.lift, lw.exact)
+                for lw in lower_document(doc, net, spec_path.parent, model_path=model_path)]
     raise SpecError(f"{spec_path}: unknown spec format {suffix!r} (expected .vnnlib, .yaml or .yml)")
 
 

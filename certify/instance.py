@@ -22,3 +22,6 @@ class Instance:
     problem: Problem
     oracle: Oracle
     lift: Callable[[np.ndarray], dict[str, Any]] = _no_lift
+    #: False when the problem over-approximates the property: a counterexample that fails to
+    #: replay is then expected (it lies outside the property), not a bug.
+    exact: bool = True

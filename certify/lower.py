@@ -61,6 +61,9 @@ class Lowered:
     problem: Problem
     lift: Callable[[np.ndarray], dict[str, Any]]
     oracle: Oracle | None = None
+    #: False when the problem over-approximates the property (a proof covers the property, but
+    #: a counterexample of the problem may lie outside it and then only replays if it is a member).
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -271,7 +274,7 @@ def lower_robustness(prop: LocalRobustness, ctx: LowerContext) -> list[Lowered]:
             name=_name(prop, f"#{k}" if len(centers) > 1 else ""),
             meta=meta,
         )
-        out.append(Lowered(problem, _robustness_lift(network, x0, label), oracle))
+        out.append(Lowered(problem, _robustness_lift(network, x0, label), oracle, exact=prop.norm != "l2"))
     return out
 
 
@@ -480,12 +483,55 @@ def kernels(kernel: Kernel) -> list[tuple[str, np.ndarray]]:
         sig = kernel.sigma
         sigmas = [float(sig)] if not isinstance(sig, tuple) else (
             [sig[0]] if sig[0] == sig[1] else list(np.linspace(sig[0], sig[1], kernel.steps)))
-        return [(f"sigma={s:.4g}", gaussian_kernel(s, kernel.size)) for s in sigmas]
+        size = kernel.size or 2 * int(np.ceil(3 * max(sigmas))) + 1  # one size for the whole family
+        return [(f"sigma={s:.4g}", gaussian_kernel(s, size)) for s in sigmas]
     if kernel.type == "box":
         size = int(kernel.size or 1)
         return [(f"box={size}", np.full((size, size), 1.0 / size**2))]
     w = as_array(kernel.weights or [])
     return [("custom", w / w.sum())]
+
+
+def gaussian_weight_boxes(sigma: tuple[float, float], size: int, strength: tuple[float, float],
+                          pieces: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Boxes over ``u = t * K_s`` (the strength times the ``size x size`` normalized Gaussian's
+    weights, flattened) that together contain every ``s`` in ``sigma`` and ``t`` in ``strength``.
+
+    Sound by monotonicity: on a sub-interval ``[a, b]`` each unnormalized 1-D weight
+    ``exp(-r^2 / (2 s^2))`` grows with ``s``, so the 2-D weight ``g_i g_j / S^2`` lies in
+    ``[g_i(a) g_j(a) / S(b)^2, g_i(b) g_j(b) / S(a)^2]``; ``t * w`` is then bounded by the corner
+    products.  One box per sub-interval (``pieces`` of them).
+    """
+    r = np.arange(size) - size // 2
+    edges = np.linspace(sigma[0], sigma[1], pieces + 1)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        ga, gb = np.exp(-(r**2) / (2 * a**2)), np.exp(-(r**2) / (2 * b**2))
+        w_lo = np.outer(ga, ga).reshape(-1) / gb.sum() ** 2
+        w_hi = np.outer(gb, gb).reshape(-1) / ga.sum() ** 2
+        prods = np.stack([t * w for t in strength for w in (w_lo, w_hi)])
+        slack = 1e-12
+        out.append((prods.min(axis=0) - slack, prods.max(axis=0) + slack))
+    return out
+
+
+def shifted_windows(image: np.ndarray, size: int, border: str) -> np.ndarray:
+    """``[size * size, *image.shape]``: the image shifted by every kernel offset (row-major),
+    so that ``blur(image, K) == sum_k K.flat[k] * windows[k]``."""
+    p = size // 2
+    pad = [(0, 0)] * (image.ndim - 2) + [(p, p), (p, p)]
+    padded = np.pad(image, pad, mode="edge" if border == "edge" else "constant").astype(np.float64)
+    h, w = image.shape[-2:]
+    return np.stack([padded[..., i:i + h, j:j + w] for i in range(size) for j in range(size)])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NotAMemberOracle:
+    """For an over-approximating box: no point of it is known to belong to the property's family,
+    so nothing replays (the problem can only prove, never refute)."""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return np.array([np.nan])
 
 
 def blur(image: np.ndarray, k: np.ndarray, border: str = "edge") -> np.ndarray:
@@ -558,6 +604,29 @@ def lower_blur(prop: BlurTolerance, ctx: LowerContext) -> list[Lowered]:
                     "blurred": image, "label": label, "predicted": int(np.argmax(predict(net, image)))}
 
         out.append(Lowered(problem, lift, MappedOracle(ctx.oracle, image_at)))
+    kernel = prop.kernel
+    if kernel is not None and kernel.type == "gaussian" and isinstance(kernel.sigma, tuple) \
+            and kernel.sigma[0] < kernel.sigma[1]:
+        # The sampled sigmas above find real counterexamples.  To cover every sigma in the range,
+        # the image is written as sharp + sum_k u_k (shift_k(sharp) - sharp) with u = t * K_s:
+        # linear in u, and a box over u per sigma sub-interval contains the whole family.
+        size = family[0][1].shape[0]
+        windows = shifted_windows(sharp, size, prop.border).reshape(size * size, -1)
+        flat = sharp.reshape(-1)
+        for piece, (u_lo, u_hi) in enumerate(gaussian_weight_boxes(kernel.sigma, size, prop.strength)):
+            z, lin = front_linear(size * size, windows - flat[None], flat, net, "blur_u")
+            augmented = compose(Front((z, lin), (lin.name,)), net, f"{net.name}-blur-range")
+            problem = Problem(augmented, Box(u_lo, u_hi), unsafe,
+                              name=_name(prop, f"[sigma-range part {piece + 1}]"),
+                              meta={**meta, "form": "sigma-range weight box",
+                                    "note": "sound box over t * kernel weights; proves, never refutes"})
+
+            def lift_u(u: np.ndarray, flat: np.ndarray = flat, windows: np.ndarray = windows) -> dict[str, Any]:
+                image = flat + np.asarray(u, dtype=np.float64).reshape(-1) @ (windows - flat[None])
+                return {"weights_times_strength": np.asarray(u), "blurred": image.reshape(net.input_shape),
+                        "label": label, "note": "a point of the over-approximation, not a member of the family"}
+
+            out.append(Lowered(problem, lift_u, NotAMemberOracle(), exact=False))
     return out
 
 

@@ -475,8 +475,9 @@ class BlurTolerance(PropertyBase):
 
     With ``kernel``: for each kernel ``K`` of the family and every strength ``t`` in
     ``strength``, the image ``(1 - t) * input + t * (K * input)`` keeps the class ``label``.
-    A sigma range is checked at ``steps`` evenly spaced sigmas (endpoints included), not at
-    every sigma in between.  With ``envelope``: every image whose pixels lie within
+    A sigma range is checked exactly at ``steps`` evenly spaced sigmas (endpoints included)
+    and, for every sigma in between, through a sound per-pixel envelope box that can prove but
+    never refute.  With ``envelope``: every image whose pixels lie within
     ``[envelope.lower, envelope.upper]`` keeps the class.
     """
 

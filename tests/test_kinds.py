@@ -262,7 +262,8 @@ def test_blur_preserving_the_mass_holds(tmp_path: Path) -> None:
             "kernel: {type: gaussian, sigma: [0.5, 1.0], steps: 3, size: 3}\nstrength: [0.0, 1.0]\n")
     result = decide(model, spec(tmp_path, text), "crown")
     assert result.status is Status.HOLDS
-    assert len(result.instances) == 3  # one problem per sigma
+    # one exact problem per sampled sigma, plus 4 weight boxes covering the whole sigma range
+    assert len(result.instances) == 3 + 4
 
 
 def test_blur_that_dims_the_detected_pixel_is_violated(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ Supported (what VNN-COMP uses): ``<= >= < > =`` (chains allowed), ``and``/``or``
 arbitrarily, linear terms built with ``+``, ``-`` (unary and binary), ``*`` and ``/`` by
 constants, and ``true``/``false``.  Strict ``<``/``>`` are read as ``<=``/``>=``: this
 over-approximates the unsafe set by its boundary, which is sound for proving that a property
-holds (a counterexample on the boundary is still replayed before it is reported).
+holds; at worst a counterexample lies exactly on the boundary of a strict constraint.
 
 Every syntax or semantic error raises :class:`~certify.errors.SpecError` as
 ``"<file>:<line>: <what>"``.
@@ -115,8 +115,9 @@ def parse_vnnlib_text(text: str, source: str = "<string>") -> VnnlibQuery:
 def to_problems(query: VnnlibQuery, network: Network, name: str = "") -> list[Problem]:
     """One :class:`Problem` per case, its box reshaped (row-major) to ``network.input_shape``.
 
-    The property is violated iff any returned problem is.  Raises
-    :class:`~certify.errors.ShapeMismatch` when the query's sizes do not fit ``network``.
+    The property is violated iff any returned problem is (an empty list: no input satisfies
+    the input constraints, so it holds).  Raises :class:`~certify.errors.ShapeMismatch` when
+    the query's sizes do not fit ``network``.
     """
     if query.n_inputs != network.input_size:
         raise ShapeMismatch(
@@ -132,7 +133,7 @@ def to_problems(query: VnnlibQuery, network: Network, name: str = "") -> list[Pr
     many = len(query.cases) > 1
     problems = []
     for k, case in enumerate(query.cases):
-        label = f"{name}#case{k}" if many else name
+        label = (f"{name}#case{k}" if name else f"case{k}") if many else name
         box = Box(case.lower.reshape(shape), case.upper.reshape(shape))
         problems.append(Problem(network, box, case.unsafe, name=label))
     return problems
@@ -184,8 +185,8 @@ class _Reader:
                 current = stack[-1]
             else:
                 current.append(i)
-        if len(stack) > 1:
-            raise self.error(stack[-1], "unbalanced '(' (never closed)")
+        if len(stack) > 1:  # point at the outermost command that never closes
+            raise self.error(stack[1], "unbalanced '(': this command is never closed")
         return root[1:]
 
     def head(self, node: list) -> str:
@@ -237,13 +238,14 @@ class _Reader:
             if int(number) in indices[kind]:
                 raise self.error(declared[name], f"{name} and {indices[kind][int(number)]} name the same variable")
             indices[kind][int(number)] = name
-        end = len(self.tokens)
         for kind in "XY":
             if not indices[kind]:
-                raise self.error(end, f"no {kind}_ variables declared")
-            missing = sorted(set(range(max(indices[kind]) + 1)) - set(indices[kind]))
+                raise SpecError(f"{self.source}: no {kind}_ variables declared")
+            last = max(indices[kind])
+            missing = sorted(set(range(last)) - set(indices[kind]))
             if missing:
-                raise self.error(end, f"{kind}_{missing[0]} is not declared but {kind}_{max(indices[kind])} is")
+                raise self.error(declared[indices[kind][last]],
+                                 f"{kind}_{missing[0]} is not declared but {indices[kind][last]} is")
         self.n_inputs = len(indices["X"])
         self.n_outputs = len(indices["Y"])
         self.variables = {name: i for i, name in indices["X"].items()}
@@ -303,16 +305,19 @@ class _Reader:
         rows: list[Row] = []
         for left, right in zip(sides, sides[1:]):
             # Strict comparisons are read as non-strict (sound over-approximation, see module doc).
-            if op in ("<=", "<", "=") and not self.constrain(node, _difference(left, right), bounds, rows):
+            if op in ("<=", "<", "=") and not self.constrain(node, left, right, bounds, rows):
                 return []
-            if op in (">=", ">", "=") and not self.constrain(node, _difference(right, left), bounds, rows):
+            if op in (">=", ">", "=") and not self.constrain(node, right, left, bounds, rows):
                 return []
         return [(tuple(bounds), tuple(rows))]
 
-    def constrain(self, node: list, expr: Linear, bounds: list[Bound], rows: list[Row]) -> bool:
-        """Add ``expr <= 0`` to ``bounds`` (one X) or ``rows`` (Ys); False if it never holds."""
-        coefs = {k: c for k, c in expr[0].items() if c != 0.0}
-        const = expr[1]
+    def constrain(self, node: list, left: Linear, right: Linear, bounds: list[Bound], rows: list[Row]) -> bool:
+        """Add ``left <= right`` to ``bounds`` (one X) or ``rows`` (Ys); False if it never holds."""
+        coefs = dict(left[0])
+        for k, c in right[0].items():
+            coefs[k] = coefs.get(k, 0.0) - c
+        coefs = {k: c for k, c in coefs.items() if c != 0.0}
+        const = left[1] - right[1]  # the constraint is now sum coefs * var + const <= 0
         if not coefs:
             return const <= 0.0
         inputs = [k for k in coefs if k < self.n_inputs]
@@ -360,7 +365,8 @@ class _Reader:
                 raise self.error(node, "unsupported: '/' only divides by one constant")
             if parts[1][1] == 0.0:
                 raise self.error(node, "division by zero")
-            return _combine(parts[:1], [1.0 / parts[1][1]])
+            (coefs, const), divisor = parts[0], parts[1][1]
+            return {k: c / divisor for k, c in coefs.items()}, const / divisor
         raise self.error(node, f"unsupported: term operator {op!r}")
 
     def leaf(self, index: int) -> Linear:
@@ -439,6 +445,3 @@ def _combine(parts: list[Linear], scales: list[float]) -> Linear:
             coefs[k] = coefs.get(k, 0.0) + scale * c
     return coefs, const
 
-
-def _difference(left: Linear, right: Linear) -> Linear:
-    return _combine([left, right], [1.0, -1.0])
