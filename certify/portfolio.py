@@ -7,6 +7,7 @@ A preset is YAML::
     stages:
       - engine: fuzz
         share: 0.1          # fraction of the remaining time (optional; default: all of it)
+        max_seconds: 2      # and at most this long (optional)
         options: {steps: 50}
 
 The first HOLDS ends the run; a VIOLATED ends it only if its counterexample replays in
@@ -43,6 +44,19 @@ class Stage:
     engine: str
     share: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    max_seconds: float | None = None
+
+    def budget(self, budget: Budget, last: bool) -> Budget:
+        """This stage's slice of ``budget``: its share of the remaining time, capped by
+        ``max_seconds``; the last stage gets everything that is left."""
+        if last:
+            return budget
+        seconds = max(0.0, budget.remaining)
+        if self.share is not None:
+            seconds *= self.share
+        if self.max_seconds is not None:
+            seconds = min(seconds, self.max_seconds)
+        return Budget(time.monotonic() + seconds, budget.device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +88,17 @@ def load_preset(name_or_path: str | Path) -> Preset:
     for k, s in enumerate(data["stages"]):
         if not isinstance(s, dict) or "engine" not in s:
             raise UsageError(f"{path}: stages[{k}] needs an 'engine'")
-        unknown_keys = set(s) - {"engine", "share", "options"}
+        unknown_keys = set(s) - {"engine", "share", "options", "max_seconds"}
         if unknown_keys:
             raise UsageError(f"{path}: stages[{k}]: unknown field(s) {sorted(unknown_keys)}")
         share = s.get("share")
         if share is not None and not (0 < float(share) <= 1):
             raise UsageError(f"{path}: stages[{k}].share must be in (0, 1]")
-        stages.append(Stage(str(s["engine"]), None if share is None else float(share), dict(s.get("options") or {})))
+        cap = s.get("max_seconds")
+        if cap is not None and not float(cap) > 0:
+            raise UsageError(f"{path}: stages[{k}].max_seconds must be > 0")
+        stages.append(Stage(str(s["engine"]), None if share is None else float(share), dict(s.get("options") or {}),
+                            None if cap is None else float(cap)))
     return Preset(str(data.get("name", path.stem)), tuple(stages), str(data.get("description", "")))
 
 
@@ -106,9 +124,7 @@ def run_portfolio(instance: Instance, preset: Preset, budget: Budget) -> Verdict
         if not sup:
             reasons.append(f"{stage.engine}: {sup.reason}")
             continue
-        last = k == len(preset.stages) - 1
-        sub = budget if (stage.share is None or last) else budget.share(stage.share)
-        verdict = engine.check(problem, sub)
+        verdict = engine.check(problem, stage.budget(budget, last=k == len(preset.stages) - 1))
         if verdict.status is Status.HOLDS:
             return verdict.with_time(time.monotonic() - start)
         if verdict.status is Status.VIOLATED:
