@@ -20,7 +20,11 @@ from certify.errors import CertifyError
 #: Subcommand modules, in the order ``certify --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "certify.commands.check",
+    "certify.commands.suite",
+    "certify.commands.fuzz",
     "certify.commands.engines",
+    "certify.commands.report",
+    "certify.commands.spec",
 )
 
 

@@ -1,0 +1,83 @@
+"""Options of the batch fuzzer, as frozen dataclasses (no global configuration)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from certify.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyWeights:
+    """Shares of lane-samples each strategy gets (relative; they need not sum to 1).
+
+    ``pgd``: signed-gradient descent on the violation margin from an energy-picked seed;
+    ``corners``: a vertex of the box (random, or the one the seed's gradient points to);
+    ``uniform``: a fresh uniform sample of the box; ``boundary``: the seed with a random
+    subset of coordinates pushed to the bound its gradient points to.  Every episode then
+    descends the margin.  The defaults favour fresh uniform starts, which found the most
+    ACAS Xu violations per second in ``benchmarks/fuzz.py``.
+    """
+
+    pgd: float = 0.2
+    corners: float = 0.1
+    uniform: float = 0.6
+    boundary: float = 0.1
+
+    def __post_init__(self) -> None:
+        values = self.as_tuple()
+        if any(w < 0 for w in values) or sum(values) <= 0:
+            raise UsageError(f"strategy weights must be >= 0 and not all zero, got {values}")
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        """Weights in :data:`certify.fuzz.strategies.STRATEGIES` order."""
+        return (self.pgd, self.corners, self.uniform, self.boundary)
+
+
+@dataclass(frozen=True, slots=True)
+class FuzzOptions:
+    """Knobs of the batch fuzzer.
+
+    ``batch``: lanes per forward/backward pass; ``pgd_steps``: length of an episode (a start
+    point chosen by a strategy, then signed-gradient descent); ``reset_every``: episodes end
+    only every this many steps (the bookkeeping is amortised over them);
+    ``s0``: ACT's base step scale (a seed picked for the ``n``-th time gets
+    ``s = 1 - (1 - s0)^(n + 1)`` of its distance to the farther bound, per dimension);
+    ``pool``: seeds kept per problem; ``max_samples``: stop after this many lane-samples
+    (``None``: only the budget stops it); ``first_slice_steps``: steps each network group
+    gets in the first round when several groups share a budget (doubled every round).
+    """
+
+    batch: int = 4096
+    weights: StrategyWeights = StrategyWeights()
+    pgd_steps: int = 16
+    reset_every: int = 4
+    s0: float = 0.1
+    pool: int = 16
+    seed: int = 0
+    max_samples: int | None = None
+    first_slice_steps: int = 8
+
+    def __post_init__(self) -> None:
+        if min(self.batch, self.pgd_steps, self.reset_every, self.pool, self.first_slice_steps) < 1:
+            raise UsageError("fuzz options batch, pgd_steps, reset_every, pool and first_slice_steps must be >= 1")
+        if not 0.0 < self.s0 <= 1.0:
+            raise UsageError(f"fuzz option s0 must be in (0, 1], got {self.s0}")
+
+    @staticmethod
+    def from_mapping(options: Mapping[str, Any]) -> FuzzOptions:
+        """Options from a plain mapping (a preset's YAML); ``weights`` may be a mapping too."""
+        known = {f.name for f in fields(FuzzOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown fuzz option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(options)
+        weights = values.get("weights")
+        if isinstance(weights, Mapping):
+            try:
+                values["weights"] = StrategyWeights(**{k: float(v) for k, v in weights.items()})
+            except TypeError as exc:
+                raise UsageError(f"bad fuzz strategy weights: {exc}") from None
+        return FuzzOptions(**values)

@@ -1,0 +1,84 @@
+"""Per-problem seed pools and energy-based seed selection.
+
+Each problem keeps its ``K`` best points so far (lowest margin), with the margin's gradient
+there and how often each seed was picked.  A seed's energy falls with its rank in the pool and
+with the times it was picked (``exp(-rank / (K / 4)) / sqrt(1 + picks)``), so the most
+promising seeds are mutated most while stale ones give way.  Empty slots hold uniform samples
+of the box with margin :data:`EMPTY` and are picked only while nothing better is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from certify.fuzz.rng import Rng
+
+#: Margin of an empty (never evaluated) pool slot: finite, so it ranks before an ``inf`` candidate.
+EMPTY = 3.0e38
+
+
+@dataclass(slots=True)
+class SeedPool:
+    """``x``, ``grad``: ``[P, K, n]``; ``margin``: ``[P, K]``; ``picks``: ``[P, K]`` (long)."""
+
+    x: torch.Tensor
+    grad: torch.Tensor
+    margin: torch.Tensor
+    picks: torch.Tensor
+
+    @staticmethod
+    def start(lower: torch.Tensor, upper: torch.Tensor, size: int, rng: Rng) -> SeedPool:
+        """Pools of ``size`` unevaluated uniform samples of each box (``lower``/``upper``: ``[P, n]``)."""
+        P, n = lower.shape
+        u = rng.uniform((P, size, n)).to(device=lower.device, dtype=lower.dtype)
+        lo, hi = lower.unsqueeze(1), upper.unsqueeze(1)
+        x = torch.maximum(torch.minimum(lo + (hi - lo) * u, hi), lo)
+        return SeedPool(x, torch.zeros_like(x), torch.full((P, size), EMPTY, device=lower.device, dtype=lower.dtype),
+                        torch.zeros((P, size), dtype=torch.long, device=lower.device))
+
+    @property
+    def size(self) -> int:
+        return self.margin.shape[1]
+
+    def energy(self, pid: torch.Tensor) -> torch.Tensor:
+        """Selection weights of the seeds of problems ``pid: [R]`` -> ``[R, K]`` (rows sum > 0)."""
+        m = self.margin[pid]
+        rank = m.argsort(dim=1).argsort(dim=1).to(m.dtype)
+        e = torch.exp(-rank / max(1.0, self.size / 4)) / torch.sqrt(1.0 + self.picks[pid].to(m.dtype))
+        evaluated = m < EMPTY
+        any_evaluated = evaluated.any(dim=1, keepdim=True)
+        return torch.where(evaluated | ~any_evaluated, e, torch.zeros_like(e))
+
+    def pick(self, pid: torch.Tensor, rng: Rng) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pick one seed per entry of ``pid: [R]`` by energy; count the pick.
+
+        Returns the seeds ``[R, n]``, their gradients ``[R, n]`` and how often each had been
+        picked before ``[R]``.
+        """
+        slot = rng.choice(self.energy(pid), 1)
+        before = self.picks[pid, slot]
+        self.picks.index_put_((pid, slot), torch.ones_like(slot), accumulate=True)
+        return self.x[pid, slot], self.grad[pid, slot], before
+
+    def insert(self, pid: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, margin: torch.Tensor) -> None:
+        """Merge candidates (problem ``pid: [R]``, point ``x: [R, n]``, ``grad``, ``margin: [R]``)
+        into the pools, keeping the ``K`` lowest margins of each problem."""
+        P, K, n = self.x.shape
+        keep = (margin < self.margin.amax(dim=1)[pid]).nonzero().squeeze(1)  # can enter the pool
+        if keep.numel() == 0:
+            return
+        if keep.numel() < pid.numel():
+            pid, x, grad, margin = pid[keep], x[keep], grad[keep], margin[keep]
+        R = pid.shape[0]
+        cand = torch.full((P, R), torch.inf, device=margin.device, dtype=margin.dtype)
+        cand[pid, torch.arange(R, device=pid.device)] = torch.nan_to_num(margin, nan=torch.inf)
+        _, idx = torch.cat([self.margin, cand], dim=1).topk(K, dim=1, largest=False)  # [P, K]
+        rows = torch.arange(P, device=idx.device).unsqueeze(1)
+        from_pool = idx < K
+        flat = torch.where(from_pool, rows * K + idx, P * K + (idx - K))
+        self.x = torch.cat([self.x.reshape(P * K, n), x])[flat]
+        self.grad = torch.cat([self.grad.reshape(P * K, n), grad])[flat]
+        self.margin = torch.cat([self.margin, cand], dim=1).gather(1, idx)
+        self.picks = torch.where(from_pool, self.picks.gather(1, idx.clamp(max=K - 1)), torch.zeros_like(idx))
