@@ -129,7 +129,16 @@ def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathL
 
 
 def preset_for(options: CheckOptions) -> Preset:
-    return single_engine(options.engine) if options.engine else load_preset(options.solver)
+    """The preset to run; an engine asked for by name must be installed (else a clear error)."""
+    if not options.engine:
+        return load_preset(options.solver)
+    from certify.engines.registry import make_engine
+    from certify.errors import UsageError
+
+    avail = make_engine(options.engine).available()
+    if not avail:
+        raise UsageError(f"engine {options.engine!r} is unavailable: {avail.reason}")
+    return single_engine(options.engine)
 
 
 def check_instances(instances: list[Instance], options: CheckOptions) -> CheckResult:

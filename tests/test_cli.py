@@ -143,3 +143,18 @@ def test_engines_lists_every_engine(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for name in ENGINES:
         assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_missing_optional_solver(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "z3", None)  # as if z3-solver were not installed
+    code, out, _ = run(capsys, "engines")
+    assert code == 0
+    smt_line = next(line for line in out.splitlines() if line.startswith("smt "))
+    assert "no:" in smt_line and "certify[smt]" in smt_line
+    spec = box_vnnlib(tmp_path / "p.vnnlib", 3, -1, 1, "(assert (<= Y_0 Y_1))\n")
+    code, _, err = run(capsys, "check", str(small_model), str(spec), "--engine", "smt")
+    assert code == 2
+    assert_one_line_error(err, "smt", "certify[smt]")
