@@ -22,6 +22,7 @@ demo: $(STAMP)
 	  code=$$?; echo "exit code $$code (0 holds, 1 violated, 3 unknown)"; test $$code -le 3
 
 test: $(STAMP)
+	bash scripts/install_browser.sh   # Debian chromium + chromedriver for the HTML report test
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 clean:
