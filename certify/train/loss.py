@@ -129,11 +129,6 @@ def ibp(module: nn.Module, mid: Tensor, rad: Tensor, trace: Trace | None = None)
 # ------------------------------------------------------------------------------- CROWN
 
 
-def _fold(A: Tensor, n: int) -> tuple[Tensor, tuple[int, int]]:
-    """``[B, S, *shape]`` -> ``[B*S, *shape]`` (and the ``(B, S)`` to unfold with)."""
-    return A.reshape(-1, *A.shape[2:]), (A.shape[0], A.shape[1])
-
-
 def _crown_linear(m: nn.Linear, A: Tensor, trace: Trace) -> tuple[Tensor, Tensor]:
     trace.pop()
     const = A @ m.bias if m.bias is not None else A.new_zeros(A.shape[:2])
@@ -142,7 +137,8 @@ def _crown_linear(m: nn.Linear, A: Tensor, trace: Trace) -> tuple[Tensor, Tensor
 
 def _conv_t(A: Tensor, weight: Tensor, m: nn.Module, in_shape: torch.Size, groups: int) -> Tensor:
     """The transpose of a convolution applied to ``A`` ``[B, S, C_out, H, W]``."""
-    flat, (b, s) = _fold(A, 2)
+    b, s = A.shape[:2]
+    flat = A.reshape(b * s, *A.shape[2:])
     stride, pad, dil = (m.stride, m.padding, getattr(m, "dilation", 1))
     stride, pad, dil = (t if isinstance(t, tuple) else (t, t) for t in (stride, pad, dil))
     k = weight.shape[-2:]
@@ -266,17 +262,19 @@ def margin_lower_bounds(
     method: Method = "ibp",
     beta: float = 1.0,
     domain: tuple[float, float] = (0.0, 1.0),
+    trace: Trace | None = None,
 ) -> Tensor:
     """Lower bounds ``[B, K]`` of ``f_y(x') - f_j(x')`` over ``||x' - x||_inf <= eps`` in ``domain``.
 
     ``method="crown-ibp"`` mixes ``beta * CROWN-IBP + (1 - beta) * IBP`` (Zhang et al. 2020);
     the last Linear layer is fused with the specification, so IBP bounds the margins directly.
+    A given ``trace`` receives the IBP input boxes of every module but that last Linear.
     """
     lo = (x - eps).clamp(*domain)
     hi = (x + eps).clamp(*domain)
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
     body, head = _split_head(model)
-    trace: Trace = []
+    trace = [] if trace is None else trace
     h_mid, h_rad = ibp(body, mid, rad, trace)
     if head is None:
         k = h_mid.shape[-1]
@@ -291,7 +289,7 @@ def margin_lower_bounds(
         return lb_ibp
     if method != "crown-ibp":
         raise ValueError(f"unknown method {method!r}")
-    A, const = crown(body, W, trace)
+    A, const = crown(body, W, list(trace))
     lb_crown = (A * mid.unsqueeze(1) - A.abs() * rad.unsqueeze(1)).flatten(2).sum(-1) + const + b
     return beta * lb_crown + (1 - beta) * lb_ibp
 

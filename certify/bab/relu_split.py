@@ -1,0 +1,407 @@
+"""Batched ReLU splitting with beta-CROWN bounds.
+
+A domain is the whole input box plus split decisions ``s_j in {+1 (z_j >= 0), -1 (z_j <= 0)}``
+on unstable ReLU pre-activations ``z_j``.  Intermediate bounds are the root's CROWN bounds,
+clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``), so a split
+neuron is relaxed exactly.  The splits are enforced in the final bound by Lagrange multipliers
+(beta-CROWN): for ``beta >= 0`` the term ``-s_j * beta_j * z_j`` is non-positive on the domain,
+so adding it to the objective before the CROWN backward pass keeps a sound lower bound, and
+optimizing ``beta`` (with the ReLU lower slopes ``alpha``) tightens it.  Children start from
+their parent's alphas and betas.
+
+Branching picks, per domain, the unstable unsplit neuron with the largest BaBSR-style score
+(the bound lost to the neuron's upper chord).  A domain without unstable neurons left is linear
+on its region: an exact LP (scipy's HiGHS) decides it, so the search is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
+    violated
+from certify.bounds import CROWN_RULES, BackwardContext, Bounds, crown_bounds
+from certify.engines.base import Budget
+from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
+from certify.network import Network, Node, Op
+from certify.problem import Problem
+from certify.verdict import Counterexample, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The ReLU layers: node, pre-activation node name, size and offset in the flat split vector."""
+
+    relus: tuple[Node, ...]
+    pre: tuple[str, ...]
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+
+    @staticmethod
+    def of(net: Network) -> _Layout:
+        relus = tuple(n for n in net.nodes if n.op is Op.RELU)
+        sizes = tuple(n.size for n in relus)
+        offsets = tuple(int(x) for x in np.cumsum((0,) + sizes[:-1]))
+        return _Layout(relus, tuple(n.inputs[0] for n in relus), sizes, offsets)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    def part(self, flat: torch.Tensor, k: int) -> torch.Tensor:
+        """Layer ``k``'s slice of a tensor whose last axis is the flat neuron index."""
+        return flat[..., self.offsets[k]:self.offsets[k] + self.sizes[k]]
+
+
+class _Bounder:
+    """beta-CROWN lower bounds of the unsafe rows on batches of split domains."""
+
+    def __init__(self, net: Network, spec: SpecMatrix, root: dict[str, Bounds], layout: _Layout) -> None:
+        self.net, self.spec, self.root, self.layout = net, spec, root, layout
+        # Root bounds of the pre-activations, flattened: [total].
+        self.l0 = torch.cat([root[p].lower.flatten(1)[0] for p in layout.pre]) if layout.total else None
+        self.u0 = torch.cat([root[p].upper.flatten(1)[0] for p in layout.pre]) if layout.total else None
+
+    def clamped(self, splits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activation bounds of each domain: ``[B, total]`` twice."""
+        lo = torch.where(splits > 0, self.l0.clamp(min=0), self.l0)
+        hi = torch.where(splits < 0, self.u0.clamp(max=0), self.u0)
+        return lo, hi
+
+    def context(self, splits: torch.Tensor, alphas: dict[str, torch.Tensor]) -> BackwardContext:
+        bsz = splits.shape[0]
+        bounds = {k: Bounds(v.lower.expand(bsz, *v.lower.shape[1:]), v.upper.expand(bsz, *v.upper.shape[1:]))
+                  for k, v in self.root.items()}
+        lo, hi = self.clamped(splits)
+        for k, (relu, pre) in enumerate(zip(self.layout.relus, self.layout.pre)):
+            shape = (bsz, *relu.shape)
+            bounds[pre] = Bounds(self.layout.part(lo, k).reshape(shape), self.layout.part(hi, k).reshape(shape))
+        return BackwardContext(bounds, alphas)
+
+    def backward(self, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """CROWN backward pass of ``c: [B, S, n_out]`` with ``beta_terms[pre]`` added to the
+        coefficients of each pre-activation node.  Returns ``lower [B, S]``, the input
+        coefficients ``[B, S, n_in]`` and the coefficients met at each ReLU output."""
+        net = self.net
+        c = c.reshape(*c.shape[:2], *net.output_shape)
+        acc: dict[str, torch.Tensor] = {net.output: c}
+        bias = c.new_zeros(c.shape[:2])
+        at_relu: dict[str, torch.Tensor] = {}
+        for node in reversed(net.nodes[1:]):
+            a = acc.pop(node.name, None)
+            if a is None:
+                continue
+            if node.name in beta_terms:
+                a = a + beta_terms[node.name]
+            if node.op is Op.RELU:
+                at_relu[node.name] = a
+            a_ins, b = CROWN_RULES[node.op](node, a, ctx)
+            bias = bias + b
+            for name, a_in in zip(node.inputs, a_ins):
+                acc[name] = acc[name] + a_in if name in acc else a_in
+        inp = net.input.name
+        box = ctx.bounds[inp]
+        a_x = acc.get(inp)
+        if a_x is None:
+            a_x = c.new_zeros(*c.shape[:2], *box.lower.shape[1:])
+        if inp in beta_terms:
+            a_x = a_x + beta_terms[inp]
+        lo, hi = box.lower.unsqueeze(1), box.upper.unsqueeze(1)
+        lower = (a_x.clamp(min=0) * lo + a_x.clamp(max=0) * hi).flatten(2).sum(-1) + bias
+        return lower, a_x.flatten(2), at_relu
+
+    def bound(self, splits: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, open_: torch.Tensor,
+              iterations: int, lr: tuple[float, float], budget: Budget,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Optimize alphas and betas of a batch: ``splits [B, total]`` (int8),
+        ``alpha, beta [B, S, total]``, ``open_ [B, K]``.
+
+        Returns the best ``lower [B, S]``, input coefficients ``[B, S, n_in]``, the BaBSR
+        coefficients at the ReLU outputs ``[B, total]`` and the alphas and betas that gave them.
+        """
+        spec, layout = self.spec, self.layout
+        bsz = splits.shape[0]
+        c = spec.batch(bsz)
+        row_open = open_.gather(1, spec.group.unsqueeze(0).expand(bsz, -1))  # [B, S]
+        weight = row_open.to(alpha.dtype)
+        sign = -splits.to(alpha.dtype).unsqueeze(1)  # [B, 1, total]: -s_j
+        alpha = alpha.detach().clone().requires_grad_(True)
+        beta = beta.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([{"params": [alpha], "lr": lr[0]}, {"params": [beta], "lr": lr[1]}])
+        best = None
+        for it in range(iterations + 1):
+            with torch.enable_grad():
+                alphas = {r.name: layout.part(alpha, k).reshape(bsz, -1, *r.shape)
+                          for k, r in enumerate(layout.relus)}
+                beta_terms = {p: (layout.part(sign, k) * layout.part(beta, k)).reshape(bsz, -1, *r.shape)
+                              for k, (r, p) in enumerate(zip(layout.relus, layout.pre))}
+                ctx = self.context(splits, alphas)
+                lower, a_x, at_relu = self.backward(ctx, c, beta_terms)
+            with torch.no_grad():
+                lower_d = lower.detach()
+                if best is None:
+                    best = [lower_d, a_x.detach(), self._babsr(ctx, at_relu, weight), alpha.detach().clone(),
+                            beta.detach().clone()]
+                else:
+                    better = lower_d > best[0]  # [B, S]
+                    dom = better.any(dim=1)
+                    if bool(dom.any()):
+                        best[0] = torch.maximum(best[0], lower_d)
+                        best[1] = torch.where(better.unsqueeze(-1), a_x.detach(), best[1])
+                        best[2] = torch.where(dom.unsqueeze(-1), self._babsr(ctx, at_relu, weight), best[2])
+                        best[3] = torch.where(better.unsqueeze(-1), alpha.detach(), best[3])
+                        best[4] = torch.where(better.unsqueeze(-1), beta.detach(), best[4])
+                closed = (spec.disjunct_margins(best[0]) > 0) | ~open_
+                if it == iterations or bool(closed.all()) or budget.expired:
+                    break
+            with torch.enable_grad():
+                loss = -(lower * weight).sum()
+                opt.zero_grad()
+                loss.backward()
+            with torch.no_grad():
+                opt.step()
+                alpha.clamp_(0.0, 1.0)
+                beta.clamp_(min=0.0)
+        assert best is not None
+        return best[0], best[1], best[2], best[3], best[4]
+
+    def _babsr(self, ctx: BackwardContext, at_relu: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+        """Per neuron, the open rows' coefficient at its ReLU output, summed: ``[B, total]``."""
+        bsz = weight.shape[0]
+        parts = []
+        for r in self.layout.relus:
+            a = at_relu.get(r.name)
+            if a is None:
+                parts.append(weight.new_zeros(bsz, r.size))
+            else:
+                parts.append((a.detach().flatten(2) * weight.unsqueeze(-1)).sum(1))
+        return torch.cat(parts, dim=1)
+
+
+def _branch(bounder: _Bounder, splits: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """The neuron to split per domain (``-1``: none left): BaBSR's intercept score, the bound
+    lost to the upper chord ``-l u / (u - l)`` weighted by the coefficient there, with the
+    smaller of ``-l, u`` as a tie-breaker."""
+    lo, hi = bounder.clamped(splits)
+    unstable = (lo < 0) & (hi > 0) & (splits == 0)
+    width = (hi - lo).clamp(min=1e-30)
+    intercept = (-lo * hi / width).clamp(min=0)
+    score = (-coef).clamp(min=0) * intercept + 1e-4 * coef.abs() * torch.minimum(-lo, hi) + 1e-12 * intercept
+    score = torch.where(unstable, score, torch.full_like(score, -1.0))
+    best = score.argmax(dim=1)
+    none = ~unstable.any(dim=1)
+    return torch.where(none, torch.full_like(best, -1), best)
+
+
+def _attack(net: Network, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, restarts: int, steps: int,
+            seed: int, budget: Budget) -> Counterexample | None:
+    """PGD with random restarts on the violation margin (the same margin the falsifier checks)."""
+    if restarts <= 0 or steps <= 0:
+        return None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = lo + (hi - lo) * torch.rand(restarts, lo.numel(), generator=gen, dtype=lo.dtype).to(lo.device)
+    x = torch.cat([x, ((lo + hi) / 2).reshape(1, -1)])
+    step = (hi - lo) / 4
+    for k in range(steps):
+        if budget.expired:
+            break
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            v = falsify.violation(net, x)
+            (g,) = torch.autograd.grad(v.sum(), x)
+        with torch.no_grad():
+            if bool((v < 0).any()):
+                cex = falsify.search(x.detach())
+                if cex is not None:
+                    return cex
+            x = torch.minimum(torch.maximum(x - step * g.sign(), lo), hi)
+            if k % 10 == 9:
+                step = step / 2
+    return falsify.search(x.detach())
+
+
+def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, open_: torch.Tensor,
+             ) -> tuple[bool, Counterexample | None]:
+    """Decide one fully split domain exactly: the network is linear on it.
+
+    Returns ``(proved, counterexample)``; ``(False, None)`` when the LP is inconclusive.
+    """
+    try:
+        from scipy.optimize import linprog
+    except ImportError:  # pragma: no cover - scipy comes with the [lp] and [dev] extras
+        return False, None
+    net, spec, layout = bounder.net, bounder.spec, bounder.layout
+    splits = splits.unsqueeze(0)
+    ctx = bounder.context(splits, {})
+    box = ctx.bounds[net.input.name]
+    n_in = net.input_size
+    # Exact linear forms of the split pre-activations and of the unsafe rows.
+    a_ub: list[np.ndarray] = []
+    b_ub: list[np.ndarray] = []
+    for k, (relu, pre) in enumerate(zip(layout.relus, layout.pre)):
+        s = layout.part(splits, k)[0]
+        idx = (s != 0).nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        eye = torch.zeros(idx.numel(), relu.size, dtype=box.lower.dtype, device=box.lower.device)
+        eye[torch.arange(idx.numel()), idx] = 1.0
+        lb = _linear_form(net, pre, eye.reshape(1, idx.numel(), *relu.shape), ctx)
+        g, g0 = lb[0].cpu().numpy(), lb[1].cpu().numpy()  # z = g x + g0
+        sg = -s[idx].cpu().numpy().astype(np.float64)  # active (s=+1): -z <= 0
+        a_ub.append(sg[:, None] * g)
+        b_ub.append(-sg * g0)
+    out_a, out_b = _linear_form(net, net.output, spec.C.reshape(1, -1, *net.output_shape), ctx)
+    out_a, out_b = out_a.cpu().numpy(), out_b.cpu().numpy()
+    rhs = spec.b.cpu().numpy()
+    group = spec.group.cpu().numpy()
+    lo = box.lower.flatten().cpu().numpy()
+    hi = box.upper.flatten().cpu().numpy()
+    bounds = [(float(a), float(b)) for a, b in zip(lo, hi)] + [(None, None)]
+    base_a = np.concatenate(a_ub) if a_ub else np.zeros((0, n_in))
+    base_b = np.concatenate(b_ub) if b_ub else np.zeros(0)
+    base_a = np.hstack([base_a, np.zeros((base_a.shape[0], 1))])
+    proved = True
+    for k in range(spec.n_groups):
+        if not bool(open_[k]):
+            continue
+        rows = np.nonzero(group == k)[0]
+        # C_i y - b_i - t <= 0  with  C_i y = out_a_i x + out_b_i
+        ra = np.hstack([out_a[rows], -np.ones((rows.size, 1))])
+        rb = rhs[rows] - out_b[rows]
+        cost = np.zeros(n_in + 1)
+        cost[-1] = 1.0
+        res = linprog(cost, A_ub=np.vstack([base_a, ra]), b_ub=np.concatenate([base_b, rb]), bounds=bounds,
+                      method="highs")
+        if res.status == 2:  # infeasible: the domain is empty
+            return True, None
+        if res.status != 0:
+            proved = False
+            continue
+        t = float(res.x[-1])
+        if t > PROOF_TOLERANCE * (1 + float(np.abs(rhs[rows]).max())) + 1e-9:
+            continue
+        proved = False
+        x = torch.as_tensor(res.x[:-1], dtype=box.lower.dtype, device=box.lower.device).reshape(1, -1)
+        cex = falsify.search(x)
+        if cex is not None:
+            return False, cex
+    return proved, None
+
+
+def _linear_form(net: Network, target: str, c: torch.Tensor, ctx: BackwardContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """``c . value(target) = A x + bias`` on a region where every ReLU is stable (exact there):
+    ``A [S, n_in]``, ``bias [S]``."""
+    from certify.bounds import backward
+
+    lb = backward(net, target, c, ctx)
+    return lb.A[0].flatten(1), lb.bias[0]
+
+
+def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
+    """Decide ``problem`` by batched ReLU splitting (see the module docstring)."""
+    dtype, device = options.torch_dtype, budget.device
+    net = problem.network.to(dtype=dtype, device=device)
+    spec = SpecMatrix.of(problem, dtype, device)
+    falsify = Falsifier(problem, net, spec)
+    stats = Stats("relu")
+    n_in, k_groups, rows = net.input_size, spec.n_groups, spec.C.shape[0]
+    lo = torch.as_tensor(np.array(problem.box.lower), dtype=dtype, device=device).reshape(1, n_in)
+    hi = torch.as_tensor(np.array(problem.box.upper), dtype=dtype, device=device).reshape(1, n_in)
+    exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
+
+    cex = falsify.search(torch.cat([lo, hi, (lo + hi) / 2]))
+    if cex is None:
+        cex = _attack(net, falsify, lo[0], hi[0], options.attack_restarts, options.attack_steps, options.seed,
+                      budget)
+    if cex is not None:
+        return violated(stats, cex)
+
+    with torch.no_grad():
+        root = crown_bounds(net, Bounds(lo.reshape(1, *net.input_shape), hi.reshape(1, *net.input_shape)))
+    layout = _Layout.of(net)
+    bounder = _Bounder(net, spec, root, layout)
+    total = layout.total
+    splits = torch.zeros(1, total, dtype=torch.int8, device=device)
+    alpha0 = torch.cat([(bounder.u0 >= -bounder.l0).to(dtype)]).reshape(1, 1, total).expand(1, rows, total)
+    store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
+    pool = {"splits": splits, "alpha": alpha0.to(store), "beta": torch.zeros(1, rows, total, dtype=store),
+            "open": torch.ones(1, k_groups, dtype=torch.bool, device=device),
+            "key": lo.new_full((1,), -torch.inf), "depth": torch.zeros(1, dtype=torch.long, device=device)}
+    cap = domain_cap(options, total * (1 + 8 * rows) + 64 + k_groups)
+    first = True
+    lr = (options.lr_alpha, options.lr_beta)
+    while pool["key"].shape[0]:
+        if budget.expired:
+            return undecided(stats, f"timeout after {stats.domains} domains, {pool['key'].shape[0]} open")
+        n = pool["key"].shape[0]
+        size = min(options.relu_batch_size, n)
+        if n <= cap // 2:
+            idx = torch.topk(pool["key"], size, largest=False).indices
+        else:
+            idx = torch.arange(n - size, n, device=device)
+        keep = torch.ones(n, dtype=torch.bool, device=device)
+        keep[idx] = False
+        d = {k: v[idx] for k, v in pool.items()}
+        pool = {k: v[keep] for k, v in pool.items()}
+        iters = options.alpha_iterations if first else options.beta_iterations
+        first = False
+        lower, a_x, coef, alpha, beta = bounder.bound(d["splits"], d["alpha"].to(dtype), d["beta"].to(dtype),
+                                                      d["open"], iters, lr, budget)
+        stats.domains += size
+        stats.batches += 1
+        dm = spec.disjunct_margins(lower)
+        unclosed = d["open"] & ~(dm > 0)
+        todo = unclosed.any(dim=1)
+        if not bool(todo.any()):
+            continue
+        sel = todo.nonzero().flatten()
+        d = {k: v[sel] for k, v in d.items()}
+        lower, a_x, coef, alpha, beta = lower[sel], a_x[sel], coef[sel], alpha[sel], beta[sel]
+        unclosed, dm = unclosed[sel], dm[sel]
+        m = sel.numel()
+        cex = falsify.search(corner_points(a_x, lo.expand(m, -1), hi.expand(m, -1), spec.group, k_groups,
+                                           unclosed))
+        if cex is not None:
+            return violated(stats, cex)
+        neuron = _branch(bounder, d["splits"], coef)
+        leaf = neuron < 0
+        if bool(leaf.any()):
+            for j in leaf.nonzero().flatten().tolist():
+                proved, cex = (_leaf_lp(bounder, falsify, d["splits"][j], unclosed[j]) if exact and options.leaf_lp
+                               else (False, None))
+                if cex is not None:
+                    return violated(stats, cex)
+                if not proved:
+                    stats.undecided += 1
+            go = ~leaf
+            d = {k: v[go] for k, v in d.items()}
+            alpha, beta, unclosed, dm, neuron = alpha[go], beta[go], unclosed[go], dm[go], neuron[go]
+        if neuron.numel() == 0:
+            continue
+        r = torch.arange(neuron.numel(), device=device)
+        active = d["splits"].clone()
+        active[r, neuron] = 1
+        inactive = d["splits"].clone()
+        inactive[r, neuron] = -1
+        key = torch.where(unclosed, dm, torch.full_like(dm, torch.inf)).amin(dim=1)
+        depth = d["depth"] + 1
+        children = {"splits": torch.cat([active, inactive]), "alpha": torch.cat([alpha, alpha]).to(store),
+                    "beta": torch.cat([beta, beta]).to(store), "open": torch.cat([unclosed, unclosed]),
+                    "key": torch.cat([key, key]), "depth": torch.cat([depth, depth])}
+        pool = {k: torch.cat([v, children[k]]) for k, v in pool.items()}
+        stats.max_depth = max(stats.max_depth, int(depth.max()))
+        stats.max_open = max(stats.max_open, pool["key"].shape[0])
+        if pool["key"].shape[0] > cap:
+            return undecided(stats, f"domain cap {cap} reached after {stats.domains} domains, "
+                             f"{pool['key'].shape[0]} open")
+    if stats.undecided:
+        return undecided(stats, f"{stats.undecided} fully split domain(s) not decided by the leaf LP "
+                         f"after {stats.domains} domains")
+    return holds(stats)

@@ -1,0 +1,242 @@
+"""The ``bab`` engine against an exact oracle on small random ReLU networks.
+
+The oracle is a big-M MILP (scipy's HiGHS) over the exact network: with pre-activation bounds
+from interval arithmetic, every ReLU is encoded exactly by one binary, so the minimum of each
+disjunct's worst row over the box is computed exactly (up to the solver's tolerances; problems
+whose optimum lies within 1e-4 of the threshold are skipped as ambiguous).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from certify.engines.bab import make_engine, select_mode
+from certify.engines.base import Budget
+from certify.network import Network, Node, Op
+from certify.problem import Box, HalfSpaces, Problem
+from certify.verdict import Status
+
+scipy_optimize = pytest.importorskip("scipy.optimize")
+
+ARCHS = ((2, 8, 8, 2), (3, 6, 6, 2), (2, 6, 6, 6, 3), (4, 5, 5, 2))
+AMBIGUOUS = 1e-4
+
+
+def relu_net(seed: int, sizes: tuple[int, ...]) -> tuple[Network, list[tuple[np.ndarray, np.ndarray]]]:
+    """A random fully connected ReLU net as IR, and its (weight [in, out], bias) layers."""
+    rng = np.random.default_rng(seed)
+    layers = [(rng.normal(size=(a, b)) / math.sqrt(a), 0.3 * rng.normal(size=b)) for a, b in zip(sizes, sizes[1:])]
+    nodes = [Node("x", Op.INPUT, (), (sizes[0],))]
+    prev = "x"
+    for k, (w, b) in enumerate(layers):
+        name = f"fc{k}"
+        nodes.append(Node(name, Op.LINEAR, (prev,), (w.shape[1],),
+                          params={"weight": torch.tensor(w, dtype=torch.float32),
+                                  "bias": torch.tensor(b, dtype=torch.float32)}))
+        prev = name
+        if k < len(layers) - 1:
+            nodes.append(Node(f"relu{k}", Op.RELU, (name,), (w.shape[1],)))
+            prev = f"relu{k}"
+    # The oracle works on the float32 weights the network really has.
+    layers = [(np.float64(np.float32(w)), np.float64(np.float32(b))) for w, b in layers]
+    return Network(tuple(nodes), output=prev, name=f"relu-{seed}"), layers
+
+
+def milp_minimum(layers: list[tuple[np.ndarray, np.ndarray]], lo: np.ndarray, hi: np.ndarray,
+                 A: np.ndarray, b: np.ndarray) -> float | None:
+    """Exact ``min_x max_i (A_i net(x) - b_i)`` over the box ``[lo, hi]`` by a big-M MILP
+    (None if HiGHS fails to solve it)."""
+    from scipy.optimize import Bounds as VarBounds, LinearConstraint, milp
+
+    # Variables: x, then per hidden layer (z, a, d), then the output y, then t.
+    names: list[tuple[str, int]] = []
+    var_lo: list[float] = []
+    var_hi: list[float] = []
+    integrality: list[int] = []
+
+    def add(kind: str, count: int, lower: np.ndarray, upper: np.ndarray, integer: int = 0) -> int:
+        start = len(names)
+        names.extend((kind, i) for i in range(count))
+        var_lo.extend(lower.tolist())
+        var_hi.extend(upper.tolist())
+        integrality.extend([integer] * count)
+        return start
+
+    x0 = add("x", lo.size, lo, hi)
+    rows: list[tuple[dict[int, float], float, float]] = []
+    prev, prev_lo, prev_hi = list(range(x0, x0 + lo.size)), lo, hi
+    for k, (w, bias) in enumerate(layers):
+        mid, rad = (prev_lo + prev_hi) / 2, (prev_hi - prev_lo) / 2
+        z_lo = mid @ w + bias - rad @ np.abs(w) - 1e-6
+        z_hi = mid @ w + bias + rad @ np.abs(w) + 1e-6
+        z0 = add(f"z{k}", w.shape[1], z_lo, z_hi)
+        for j in range(w.shape[1]):  # z_j = sum_i w_ij prev_i + bias_j
+            coef = {prev[i]: w[i, j] for i in range(w.shape[0])}
+            coef[z0 + j] = -1.0
+            rows.append((coef, -bias[j], -bias[j]))
+        if k == len(layers) - 1:
+            out = list(range(z0, z0 + w.shape[1]))
+            break
+        a_hi = np.maximum(z_hi, 0)
+        a0 = add(f"a{k}", w.shape[1], np.zeros(w.shape[1]), a_hi)
+        d0 = add(f"d{k}", w.shape[1], np.zeros(w.shape[1]), np.ones(w.shape[1]), integer=1)
+        for j in range(w.shape[1]):
+            z, a, d = z0 + j, a0 + j, d0 + j
+            rows.append(({a: 1.0, z: -1.0}, 0.0, np.inf))  # a >= z
+            rows.append(({a: 1.0, z: -1.0, d: -z_lo[j]}, -np.inf, -z_lo[j]))  # a <= z - l (1 - d)
+            rows.append(({a: 1.0, d: -max(z_hi[j], 0.0)}, -np.inf, 0.0))  # a <= u d
+        prev, prev_lo, prev_hi = list(range(a0, a0 + w.shape[1])), np.maximum(z_lo, 0), a_hi
+    t = add("t", 1, np.array([-1e6]), np.array([1e6]))
+    for i in range(A.shape[0]):  # A_i y - b_i <= t
+        coef = {out[j]: A[i, j] for j in range(A.shape[1])}
+        coef[t] = -1.0
+        rows.append((coef, -np.inf, b[i]))
+    mat = np.zeros((len(rows), len(names)))
+    for r, (coef, _, _) in enumerate(rows):
+        for col, v in coef.items():
+            mat[r, col] += v
+    cost = np.zeros(len(names))
+    cost[t] = 1.0
+    for options in ({"mip_rel_gap": 1e-9}, {"mip_rel_gap": 1e-9, "presolve": False}):
+        res = milp(cost, constraints=LinearConstraint(mat, [r[1] for r in rows], [r[2] for r in rows]),
+                   integrality=np.array(integrality), bounds=VarBounds(var_lo, var_hi), options=options)
+        if res.status == 0:
+            return float(res.fun)
+    return None  # HiGHS occasionally reports a solve error; such problems are skipped
+
+
+def random_problem(seed: int) -> tuple[Problem, bool] | None:
+    """A random problem and whether it is violated (exactly), or None when ambiguous."""
+    rng = np.random.default_rng(10_000 + seed)
+    sizes = ARCHS[seed % len(ARCHS)]
+    net, layers = relu_net(seed, sizes)
+    centre = rng.uniform(-1, 1, size=sizes[0])
+    radius = rng.uniform(0.05, 1.0, size=sizes[0])
+    lo, hi = centre - radius, centre + radius
+    samples = rng.uniform(lo, hi, size=(256, sizes[0]))
+    with torch.no_grad():
+        ys = net.forward(torch.tensor(samples, dtype=torch.float32)).double().numpy()
+    disjuncts = []
+    for _ in range(int(rng.integers(1, 3))):
+        A = rng.normal(size=(int(rng.integers(1, 3)), sizes[-1]))
+        vals = (ys @ A.T).max(axis=1)  # the disjunct's worst row per sample
+        spread = vals.max() - vals.min() + 1e-3
+        # Thresholds around the sampled minimum: some problems hold, some are violated.
+        shift = vals.min() + rng.uniform(-0.25, 0.1) * spread
+        disjuncts.append(HalfSpaces(A, np.full(A.shape[0], shift)))
+    minima = [milp_minimum(layers, lo, hi, hs.A, hs.b) for hs in disjuncts]
+    if any(m is None for m in minima):
+        return None
+    exact = min(minima)
+    if abs(exact) < AMBIGUOUS:
+        return None
+    box = Box(lo.astype(np.float64), hi.astype(np.float64))
+    return Problem(net, box, tuple(disjuncts), name=f"random-{seed}"), exact <= 0
+
+
+def problems(count: int) -> list[tuple[Problem, bool]]:
+    out = []
+    seed = 0
+    while len(out) < count:
+        p = random_problem(seed)
+        seed += 1
+        if p is not None:
+            out.append(p)
+    return out
+
+
+def assert_counterexample(problem: Problem, x: np.ndarray) -> None:
+    assert problem.box.contains(x, tol=1e-9)
+    with torch.no_grad():
+        y = problem.network.forward(torch.tensor(x, dtype=torch.float32).reshape(1, -1))
+    assert problem.violation(y.double().numpy()) <= 0
+
+
+N_PROBLEMS = 100  # per split mode: 200 BaB runs in all
+
+
+@pytest.fixture(scope="module")
+def random_problems() -> list[tuple[Problem, bool]]:
+    return problems(N_PROBLEMS)
+
+
+#: Fewer optimizer steps than the defaults keep CI fast; soundness does not depend on them.
+FAST = {"alpha_iterations": 5, "attack_restarts": 0}
+
+
+@pytest.mark.parametrize("mode", ["input", "relu"])
+def test_bab_agrees_with_exact_milp(mode: str, random_problems: list[tuple[Problem, bool]]) -> None:
+    engine = make_engine({"mode": mode, **FAST})
+    kinds = {True: 0, False: 0}
+    for problem, is_violated in random_problems:
+        verdict = engine.check(problem, Budget.seconds(20))
+        assert verdict.status is not Status.UNKNOWN, (problem.name, verdict.reason)
+        assert verdict.stats["mode"] == mode
+        expected = Status.VIOLATED if is_violated else Status.HOLDS
+        assert verdict.status is expected, (problem.name, verdict.status, verdict.stats)
+        if verdict.status is Status.VIOLATED:
+            assert verdict.counterexample is not None
+            assert_counterexample(problem, verdict.counterexample.x)
+        kinds[is_violated] += 1
+    assert kinds[True] >= 10 and kinds[False] >= 10, kinds
+
+
+@pytest.mark.parametrize("mode", ["input", "relu"])
+def test_domain_cap_and_timeout_give_unknown_with_reason(
+        mode: str, random_problems: list[tuple[Problem, bool]]) -> None:
+    # A holding problem whose proof needs more than a handful of domains.
+    # (Chosen by input splitting, which is quick on these nets.)
+    problem = next(p for p, bad in random_problems if not bad
+                   and make_engine({"mode": "input", **FAST}).check(p, Budget.seconds(20)).stats["domains"] >= 64)
+    capped = make_engine({"mode": mode, **FAST, "max_domains": 2, "batch_size": 1, "relu_batch_size": 1,
+                          "alpha_iterations": 0, "beta_iterations": 0})
+    verdict = capped.check(problem, Budget.seconds(20))
+    assert verdict.status is Status.UNKNOWN
+    assert "domain cap 2 reached" in verdict.reason
+    verdict = make_engine({"mode": mode}).check(problem, Budget.seconds(0))
+    assert verdict.status is Status.UNKNOWN
+    assert "timeout" in verdict.reason
+
+
+def test_mode_selection_and_options() -> None:
+    small, _ = relu_net(0, (3, 4, 2))
+    wide, _ = relu_net(0, (40, 4, 2))
+    box = lambda n: Box(np.zeros(n), np.ones(n))  # noqa: E731
+    unsafe = (HalfSpaces(np.array([[1.0, -1.0]]), np.array([0.0])),)
+    engine = make_engine({})
+    assert select_mode(Problem(small, box(3), unsafe), engine.options) == "input"
+    assert select_mode(Problem(wide, box(40), unsafe), engine.options) == "relu"
+    assert select_mode(Problem(wide, box(40), unsafe), make_engine({"mode": "input"}).options) == "input"
+    assert engine.capabilities.complete and engine.capabilities.falsifies
+    with pytest.raises(ValueError):
+        make_engine({"mode": "sideways"})
+
+
+def test_input_mode_is_sound_on_tanh_networks() -> None:
+    """Input splitting with CROWN bounds is sound on non-PL nets: verdicts match sampling."""
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.normal(size=(2, 6)), rng.normal(size=(6, 1))
+    nodes = (Node("x", Op.INPUT, (), (2,)),
+             Node("fc0", Op.LINEAR, ("x",), (6,), params={"weight": torch.tensor(w1, dtype=torch.float32),
+                                                          "bias": torch.zeros(6)}),
+             Node("t0", Op.TANH, ("fc0",), (6,)),
+             Node("fc1", Op.LINEAR, ("t0",), (1,), params={"weight": torch.tensor(w2, dtype=torch.float32),
+                                                           "bias": torch.zeros(1)}))
+    net = Network(nodes, output="fc1")
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 201), np.linspace(-1, 1, 201)), -1).reshape(-1, 2)
+    with torch.no_grad():
+        ys = net.forward(torch.tensor(grid, dtype=torch.float32)).double().numpy()[:, 0]
+    engine = make_engine({})
+    box = Box(-np.ones(2), np.ones(2))
+    # y <= min - 0.05 is unsafe-free (holds); y <= min + 0.05 is reachable (violated).
+    holds = engine.check(Problem(net, box, (HalfSpaces(np.ones((1, 1)), np.array([ys.min() - 0.05])),)),
+                         Budget.seconds(20))
+    assert holds.status is Status.HOLDS
+    problem = Problem(net, box, (HalfSpaces(np.ones((1, 1)), np.array([ys.min() + 0.05])),))
+    bad = engine.check(problem, Budget.seconds(20))
+    assert bad.status is Status.VIOLATED
+    assert_counterexample(problem, bad.counterexample.x)
