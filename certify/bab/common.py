@@ -68,8 +68,9 @@ class BaBOptions:
             raise ValueError(f"bab mode must be auto, input or relu, not {self.mode!r}")
         if self.branching not in ("smart", "widest"):
             raise ValueError(f"bab branching must be smart or widest, not {self.branching!r}")
-        if self.intermediate not in ("crown", "reuse", "two-stage"):
-            raise ValueError(f"bab intermediate must be crown, reuse or two-stage, not {self.intermediate!r}")
+        if self.intermediate not in ("crown", "forward", "reuse", "two-stage"):
+            raise ValueError(f"bab intermediate must be crown, forward, reuse or two-stage, "
+                             f"not {self.intermediate!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"bab dtype must be float64 or float32, not {self.dtype!r}")
         if self.batch_size < 1 or self.relu_batch_size < 1 or self.max_domains < 1:
@@ -143,6 +144,22 @@ class Falsifier:
             xb = x[best].reshape(1, *self.in_shape)
             y = self.net32.forward(xb.to(torch.float32))
         return Counterexample(xb[0].cpu().numpy().astype(np.float64), y[0].cpu().numpy().astype(np.float64))
+
+
+def pgd_points(falsifier: Falsifier, lo: torch.Tensor, hi: torch.Tensor, start: torch.Tensor,
+               steps: int = 10) -> torch.Tensor:
+    """Signed-gradient descent on the violation from ``start: [N, n]``, each point kept inside its
+    own box ``lo, hi: [N, n]`` (the most promising domains).  Returns the final points."""
+    step = (hi - lo) / 4
+    x = start.clone()
+    for _ in range(steps):
+        with torch.enable_grad():
+            xv = x.detach().requires_grad_(True)
+            v = falsifier.violation(falsifier.net, xv).sum()
+            (g,) = torch.autograd.grad(v, xv)
+        x = torch.minimum(torch.maximum(x - step * g.sign(), lo), hi)
+        step = step * 0.7
+    return x.detach()
 
 
 def corner_points(A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, group: torch.Tensor,

@@ -14,24 +14,27 @@ proved on its children.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import torch
 
-from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
-    violated
-from certify.bounds import IBP_RULES, RELAXED_OPS, AlphaOptions, BackwardContext, Bounds, alpha_crown_objective, \
-    backward, crown_objective
+from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, pgd_points,
+                                 undecided, violated)
+from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_objective, crown_bounds, crown_objective,
+                            forward_bounds, ibp)
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import SpecMatrix
-from certify.network import Network, Node, Op
+from certify.network import Network
 from certify.problem import Problem
-from certify.verdict import Verdict
+from certify.verdict import Counterexample, Status, Verdict
 
 log = logging.getLogger(__name__)
 
 #: A dimension narrower than this (relative to the root box) is never split further.
 MIN_RELATIVE_WIDTH = 1e-10
+#: Domains per batch that get a short PGD attack (the ones with the worst lower bound).
+PGD_DOMAINS = 32
 
 
 class _Pool:
@@ -73,67 +76,37 @@ def relaxed_inputs(net: Network) -> list[str]:
     return [n.name for n in net.nodes[1:] if any(ops[u] in RELAXED_OPS for u in users[n.name])]
 
 
-def _crown_tighten(net: Network, node: Node, bounds: dict[str, Bounds], max_rows: int = 4096) -> Bounds:
-    """CROWN bounds of ``node`` on the rows some domain needs (unstable ReLU inputs)."""
-    current = bounds[node.name]
-    flat_l, flat_u = current.lower.flatten(1), current.upper.flatten(1)
-    users = {net.node(u).op for u in net.users()[node.name]}
-    if users <= {Op.RELU}:
-        rows = ((flat_l < 0) & (flat_u > 0)).any(0).nonzero().flatten()
-    else:
-        rows = torch.arange(flat_l.shape[1], device=flat_l.device)
-    if rows.numel() == 0:
-        return current
-    bsz, n = flat_l.shape
-    lower, upper = flat_l.clone(), flat_u.clone()
-    ctx = BackwardContext(bounds)
-    for start in range(0, rows.numel(), max_rows):
-        chunk = rows[start:start + max_rows]
-        r = chunk.numel()
-        eye = torch.zeros(r, n, dtype=lower.dtype, device=lower.device)
-        eye[torch.arange(r, device=lower.device), chunk] = 1.0
-        c = torch.cat([eye, -eye]).reshape(1, 2 * r, *node.shape).expand(bsz, -1, *node.shape)
-        res = backward(net, node.name, c, ctx).lower
-        lower[:, chunk] = torch.maximum(lower[:, chunk], res[:, :r])
-        upper[:, chunk] = torch.minimum(upper[:, chunk], -res[:, r:])
-    return Bounds(lower.reshape(current.lower.shape), upper.reshape(current.upper.shape))
-
-
 def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tensor | None,
-               refresh: bool) -> tuple[dict[str, Bounds], torch.Tensor]:
-    """Bounds of every node on a batch of boxes: IBP tightened by CROWN when ``refresh``, else
-    IBP intersected with ``known`` bounds of the ``relaxed`` nodes (inherited from a parent box,
-    which contains the child).  (Intersecting the parent's bounds before CROWN is sound too, but
-    measured worse: CROWN's adaptive slopes are not monotone in the intermediate bounds and the
-    branching heuristic then made trees several times larger on ACAS Xu.)
+               refresh: bool, method: str = "crown") -> tuple[dict[str, Bounds], torch.Tensor]:
+    """Bounds of every node on a batch of boxes: recomputed (``method`` ``crown``: CROWN on each
+    domain's unstable neurons, see :func:`certify.bounds.crown_bounds`; ``forward``: forward
+    linear bounds) when ``refresh``, else IBP intersected with ``known`` bounds of the
+    ``relaxed`` nodes (inherited from a parent box, which contains the child).
 
     ``known: [B, 2, m]`` stacks lower and upper bounds of the relaxed nodes (flattened, in
     order); the same layout is returned for the children to inherit.
     """
-    index = {name: k for k, name in enumerate(relaxed)}
-    out: dict[str, Bounds] = {net.input.name: box}
-    offset = 0
-    flat: list[torch.Tensor] = []
-    for node in net.nodes[1:]:
-        b = IBP_RULES[node.op](node, [out[i] for i in node.inputs])
-        if node.name in index:
-            size = node.size
-            if known is not None and not refresh:
+    if refresh:
+        out = forward_bounds(net, box) if method == "forward" else crown_bounds(net, box)
+    else:
+        fixed: dict[str, Bounds] = {}
+        offset = 0
+        for name in relaxed:
+            size = net.node(name).size
+            if known is not None:
                 part = known[:, :, offset:offset + size]
-                b = b.intersect(Bounds(part[:, 0].reshape(b.lower.shape), part[:, 1].reshape(b.upper.shape)))
-            if refresh:
-                out[node.name] = b
-                b = b.intersect(_crown_tighten(net, node, out))
+                shape = (part.shape[0], *net.node(name).shape)
+                fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
             offset += size
-            flat.append(torch.stack([b.lower.flatten(1), b.upper.flatten(1)], dim=1))
-        out[node.name] = b
+        out = ibp(net, box, fixed)
+    flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
     return out, stacked
 
 
 def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tensor,
                 iterations: int = 0, lr: float = 0.25, open_: torch.Tensor | None = None,
-                known: torch.Tensor | None = None, refresh: bool = True,
+                known: torch.Tensor | None = None, refresh: bool = True, method: str = "crown",
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lower bounds of every unsafe row on each box, their input coefficients and the
     intermediate bounds used (see :func:`box_bounds`).
@@ -145,7 +118,7 @@ def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tens
     box = Bounds(lo.reshape(bsz, *shape), hi.reshape(bsz, *shape))
     c = spec.batch(bsz)
     with torch.no_grad():
-        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh)
+        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method)
         if iterations <= 0:
             best = crown_objective(net, bounds, c)
         else:
@@ -203,6 +176,7 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
     cex = falsify.search(torch.cat([lo, hi, (lo + hi) / 2]))
     if cex is not None:
         return violated(stats, cex)
+    fuzz_turn = FuzzTurns(share=0.1)
 
     # The root: CROWN intermediate bounds, alpha-CROWN objective.
     lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha)
@@ -227,7 +201,15 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
             continue
         d = {key: v[todo] for key, v in d.items()}
         unclosed, dm = unclosed[todo], dm[todo]
-        cex = falsify.search(corner_points(d["A"], d["lo"], d["hi"], spec.group, k, unclosed))
+        corners = corner_points(d["A"], d["lo"], d["hi"], spec.group, k, unclosed)
+        cex = falsify.search(corners)
+        if cex is None and fuzz_turn.due():
+            cex = fuzz_turn.run(problem, budget)
+        if cex is None:
+            # A short PGD inside the most promising domains (those closest to a violation).
+            top = torch.argsort(dm.amin(dim=1))[:PGD_DOMAINS]
+            starts = (d["lo"][top] + d["hi"][top]) / 2
+            cex = falsify.search(pgd_points(falsify, d["lo"][top], d["hi"][top], starts))
         if cex is not None:
             return violated(stats, cex)
         width = d["hi"] - d["lo"]
@@ -262,6 +244,34 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
     return holds(stats)
 
 
+class FuzzTurns:
+    """Interleaves short runs of the batch fuzzer (each with a fresh seed) over the whole box with
+    the branching, taking about ``share`` of the wall time: counterexamples in tiny regions are
+    often found by sampling long before the tree reaches them."""
+
+    def __init__(self, share: float, slice_seconds: float = 0.5) -> None:
+        self.share = share
+        self.slice = slice_seconds
+        self.start = time.monotonic()
+        self.spent = 0.0
+        self.turns = 0
+
+    def due(self) -> bool:
+        elapsed = time.monotonic() - self.start
+        return self.spent + self.slice <= self.share * (elapsed + self.slice)
+
+    def run(self, problem: Problem, budget: Budget) -> Counterexample | None:
+        from certify.engines.fuzz import make_engine as make_fuzz
+
+        t0 = time.monotonic()
+        self.turns += 1
+        seconds = min(self.slice, max(0.0, budget.remaining))
+        verdict = make_fuzz({"seed": 1000 + self.turns}).check(problem, Budget(time.monotonic() + seconds,
+                                                                               budget.device))
+        self.spent += time.monotonic() - t0
+        return verdict.counterexample if verdict.status is Status.VIOLATED else None
+
+
 def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
                  stats: Stats) -> dict[str, torch.Tensor]:
     """Bound a batch of popped domains.
@@ -272,7 +282,8 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
     """
     mode = options.intermediate
     lower, A, known = bound_boxes(net, spec, d["lo"], d["hi"], options.branch_alpha_iterations,
-                                  options.lr_alpha, d["open"], d["known"], refresh=mode == "crown")
+                                  options.lr_alpha, d["open"], d["known"], refresh=mode in ("crown", "forward"),
+                                  method=mode)
     stats.domains += d["lo"].shape[0]
     stats.batches += 1
     out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
