@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CertifyError as exc:
         sys.stderr.write(f"certify: error: {exc}\n")
         return int(Exit.USAGE)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): not an error of ours
+        return 0
     except KeyboardInterrupt:
         sys.stderr.write("certify: interrupted\n")
         return 130

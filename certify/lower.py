@@ -492,6 +492,10 @@ def kernels(kernel: Kernel) -> list[tuple[str, np.ndarray]]:
     return [("custom", w / w.sum())]
 
 
+#: Sub-intervals of a Gaussian sigma range, one weight box each (more: tighter, more problems).
+SIGMA_PIECES = 16
+
+
 def gaussian_weight_boxes(sigma: tuple[float, float], size: int, strength: tuple[float, float],
                           pieces: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     """Boxes over ``u = t * K_s`` (the strength times the ``size x size`` normalized Gaussian's
@@ -613,7 +617,7 @@ def lower_blur(prop: BlurTolerance, ctx: LowerContext) -> list[Lowered]:
         size = family[0][1].shape[0]
         windows = shifted_windows(sharp, size, prop.border).reshape(size * size, -1)
         flat = sharp.reshape(-1)
-        for piece, (u_lo, u_hi) in enumerate(gaussian_weight_boxes(kernel.sigma, size, prop.strength)):
+        for piece, (u_lo, u_hi) in enumerate(gaussian_weight_boxes(kernel.sigma, size, prop.strength, SIGMA_PIECES)):
             z, lin = front_linear(size * size, windows - flat[None], flat, net, "blur_u")
             augmented = compose(Front((z, lin), (lin.name,)), net, f"{net.name}-blur-range")
             problem = Problem(augmented, Box(u_lo, u_hi), unsafe,

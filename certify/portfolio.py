@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from certify.engines.base import Budget
-from certify.engines.registry import make_engine
+from certify.engines.registry import ENGINES, EngineEntry, make_engine
 from certify.errors import UsageError
 from certify.instance import Instance
 from certify.replay import replay
@@ -106,7 +106,8 @@ def single_engine(name: str, options: Mapping[str, Any] | None = None) -> Preset
     return Preset(name, (Stage(name, None, dict(options or {})),), f"only {name}")
 
 
-def run_portfolio(instance: Instance, preset: Preset, budget: Budget) -> Verdict:
+def run_portfolio(instance: Instance, preset: Preset, budget: Budget,
+                  registry: Mapping[str, EngineEntry] = ENGINES) -> Verdict:
     """Try the preset's stages in order on one instance; the verdict's seconds cover all of them."""
     start = time.monotonic()
     reasons: list[str] = []
@@ -115,7 +116,7 @@ def run_portfolio(instance: Instance, preset: Preset, budget: Budget) -> Verdict
         if budget.expired:
             reasons.append("timeout")
             break
-        engine = make_engine(stage.engine, stage.options)
+        engine = make_engine(stage.engine, stage.options, registry)
         avail = engine.available()
         if not avail:
             reasons.append(f"{stage.engine}: unavailable ({avail.reason})")
@@ -146,11 +147,12 @@ def _replayed(instance: Instance, verdict: Verdict) -> Verdict | None:
     if cex is None:
         log.error("BUG: engine %s said violated without a counterexample", verdict.engine)
         return None
-    if cex.replayed:
-        return verdict
+    # Always replay here, even if the engine says it did: the portfolio is the last gate.
     checked = replay(instance.oracle, instance.problem, cex.x)
-    if checked is None and instance.exact:
-        log.error("BUG: counterexample from %s for %s does not replay in onnxruntime",
-                  verdict.engine, instance.problem.name or "problem")
+    if checked is None:
+        if instance.exact:
+            log.error("BUG: counterexample from %s for %s does not replay in onnxruntime",
+                      verdict.engine, instance.problem.name or "problem")
         return None
+    assert checked.replayed
     return replace(verdict, counterexample=checked)

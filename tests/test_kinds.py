@@ -24,7 +24,7 @@ from certify.augment import BallOracle, MappedOracle
 from certify.errors import ShapeMismatch, SpecError
 from certify.io.onnx import load_onnx
 from certify.io.yaml import load_spec
-from certify.lower import blur, gaussian_kernel, lower, lower_document
+from certify.lower import SIGMA_PIECES, blur, gaussian_kernel, lower, lower_document
 from certify.spec import BlurTolerance, BrightnessContrast, Monotonicity
 from certify.verdict import Status
 from tests.zoo import export
@@ -262,8 +262,8 @@ def test_blur_preserving_the_mass_holds(tmp_path: Path) -> None:
             "kernel: {type: gaussian, sigma: [0.5, 1.0], steps: 3, size: 3}\nstrength: [0.0, 1.0]\n")
     result = decide(model, spec(tmp_path, text), "crown")
     assert result.status is Status.HOLDS
-    # one exact problem per sampled sigma, plus 4 weight boxes covering the whole sigma range
-    assert len(result.instances) == 3 + 4
+    # one exact problem per sampled sigma, plus the weight boxes covering the whole sigma range
+    assert len(result.instances) == 3 + SIGMA_PIECES
 
 
 def test_blur_that_dims_the_detected_pixel_is_violated(tmp_path: Path) -> None:

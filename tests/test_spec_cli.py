@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+
+from certify.lower import SIGMA_PIECES
 import torch
 
 from certify.cli import main
@@ -58,7 +60,7 @@ def test_check_works_on_each_example(name: str, tmp_path: Path, capsys: pytest.C
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["spec", "validate", str(SPECS / "blur_digits.yaml"), "--model", str(MODEL)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("OK") and "3 problem(s)" in out
+    assert out.startswith("OK") and f"{3 + SIGMA_PIECES} problem(s)" in out
     assert main(["spec", "validate", str(SPECS / "robustness_inline.yaml")]) == 0
 
 
