@@ -580,9 +580,13 @@ def ibp_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tenso
 
 @dataclass(frozen=True, slots=True)
 class AlphaOptions:
+    """``shared``: one slope per neuron for all objective rows (one optimization serves every
+    output spec); otherwise one per (row, neuron), which is never looser."""
+
     iterations: int = 30
     lr: float = 0.25
     lr_decay: float = 0.95
+    shared: bool = False
 
 
 def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor,
@@ -597,7 +601,8 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
     and the final alphas (to warm-start children in branch and bound).  ``stop(lower)`` may end
     the optimization early (e.g. once every row is proved).
     """
-    bsz, rows = c.shape[:2]
+    bsz = c.shape[0]
+    rows = 1 if options.shared else c.shape[1]
     relus = [n for n in network.nodes if n.op is Op.RELU]
     alphas: dict[str, torch.Tensor] = {}
     for n in relus:
@@ -630,7 +635,8 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
                     torch.where(mask, res.lower.detach(), best.lower),
                 )
                 for k, v in alphas.items():
-                    best_alpha[k] = torch.where(_expand(mask, v), v.detach(), best_alpha[k])
+                    row_mask = mask.any(dim=1, keepdim=True) if options.shared else mask
+                    best_alpha[k] = torch.where(_expand(row_mask, v), v.detach(), best_alpha[k])
             if stop is not None and stop(best.lower):
                 break
             opt.step()

@@ -91,6 +91,9 @@ def check_sound(net: Network, center: torch.Tensor, box: Bounds, radius: float, 
     lo_crown = crown_objective(net, b_crown, c).lower[0]
     best, _ = alpha_crown_objective(net, b_crown, c, AlphaOptions(iterations=8))
     lo_alpha = best.lower[0]
+    shared, _ = alpha_crown_objective(net, b_crown, c, AlphaOptions(iterations=8, shared=True))
+    assert torch.all(shared.lower[0] <= true_min + TOL)
+    assert torch.all(shared.lower[0] >= lo_crown - TOL)
     assert torch.all(lo_ibp <= true_min + TOL)
     assert torch.all(lo_crown <= true_min + TOL)
     assert torch.all(lo_alpha <= true_min + TOL)

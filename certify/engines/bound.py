@@ -30,6 +30,7 @@ class BoundOptions:
     method: str = "crown"  # ibp | crown | alpha-crown
     iterations: int = 40  # alpha-crown only
     lr: float = 0.25
+    shared_alpha: bool = False  # alpha-crown only: one slope per neuron for all spec rows
     dtype: str = "float64"
 
 
@@ -60,7 +61,8 @@ def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu") 
                 lower = crown_objective(net, bounds, c).lower
             else:
                 best, _ = alpha_crown_objective(
-                    net, bounds, c, AlphaOptions(iterations=options.iterations, lr=options.lr),
+                    net, bounds, c,
+                    AlphaOptions(iterations=options.iterations, lr=options.lr, shared=options.shared_alpha),
                     stop=lambda lo: bool(spec.proved(lo).all()))
                 lower = best.lower
     margins = spec.disjunct_margins(lower)
