@@ -94,6 +94,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(args.model), "dataset": args.dataset, **ev.as_dict()},
                                               indent=2))
+    if args.records:
+        from certify.train.records import sample_records
+
+        with open(args.records, "w") as fh:
+            for rec in sample_records(Path(args.model), network, x[:args.n], y[:args.n], args.eps, options):
+                fh.write(json.dumps(rec) + "\n")
     print(ev.summary())
     return 0
 
@@ -109,6 +115,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help="certify engines tried per sample, cheapest first (default ibp,crown,alpha-crown)")
     p.add_argument("--seconds", type=float, default=10.0, help="time budget per sample (default 10)")
     p.add_argument("--json", help="write the figures as JSON here")
+    p.add_argument("--records", metavar="PATH.jsonl",
+                   help="also write one verdict record per sample (for `certify report`)")
     p.set_defaults(func=_run_evaluate)
     return p
 

@@ -19,7 +19,8 @@ DEMO = Path(__file__).resolve().parents[2] / "case_studies" / "certified_mnist" 
 
 
 def test_digits_demo_shortened_writes_an_onnx_that_onnxruntime_runs(tmp_path: Path, capsys) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     config = tmp_path / "digits.yaml"
     config.write_text(yaml.safe_dump({**yaml.safe_load(DEMO.read_text()), "eval": {"n": 40}}))
     out = tmp_path / "out"
@@ -38,10 +39,22 @@ def test_digits_demo_shortened_writes_an_onnx_that_onnxruntime_runs(tmp_path: Pa
                  "--epochs", "2", "--max-batches", "3"]) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 2
     report = tmp_path / "eval.json"
+    records = tmp_path / "samples.jsonl"
     assert main(["evaluate", str(out / "model.onnx"), "--dataset", "digits", "--eps", "0.05", "--n", "40",
-                 "--engines", "ibp,crown", "--json", str(report)]) == 0
+                 "--engines", "ibp,crown", "--json", str(report), "--records", str(records)]) == 0
     figures = json.loads(report.read_text())
     assert figures["n"] == 40 and 0 <= figures["certified"] <= figures["pgd"] <= figures["clean"] <= 1
+    # one record per sample; holds match the certified count; every violation replays in onnxruntime
+    recs = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(recs) == 40 and {r["status"] for r in recs} <= {"holds", "violated", "unknown"}
+    assert sum(r["status"] == "holds" for r in recs) == round(figures["certified"] * 40)
+    for r in recs:
+        if r["status"] == "violated":
+            shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+            x = np.asarray(r["counterexample"]["x"], dtype=np.float32).reshape(shape)
+            logits = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
+            label = r["lifted"]["label"]
+            assert r["counterexample"]["replayed"] and logits.max() >= logits[label]
 
 
 @pytest.mark.parametrize(("patch", "field"), [

@@ -1,0 +1,70 @@
+"""One verdict record per test sample, in the JSON Lines form ``certify suite`` writes, so that
+``certify report`` can show a certified-accuracy run sample by sample.
+
+Per sample (the L-inf ball of radius ``eps`` around it, clipped to the pixel domain):
+
+* **violated** when the clean prediction is wrong or PGD finds an adversarial input, and that
+  input *replays in onnxruntime* on the model file (otherwise: unknown);
+* **holds** when one of certify's engines proves robustness (:func:`certify_sample`);
+* **unknown** otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from certify.lower import margin_halfspaces, robustness_box
+from certify.network import Network
+from certify.problem import Problem
+from certify.replay import OnnxOracle, replay
+from certify.train.evaluate import EvalOptions, certify_sample, pgd_attack
+
+
+def sample_records(model_path: Path, network: Network, x: Tensor, y: Tensor, eps: float,
+                   options: EvalOptions = EvalOptions()) -> Iterator[dict[str, Any]]:
+    """Yield one record per sample of ``x: [N, *in]`` with labels ``y: [N]``."""
+    oracle = OnnxOracle(Path(model_path))
+    net32 = network.to(dtype=torch.float32)
+    n_out = network.output_size
+    image_shape = tuple(d for d in network.input_shape if d != 1) or network.input_shape
+    for i in range(len(x)):
+        start = time.perf_counter()
+        x0 = x[i:i + 1].float()
+        label = int(y[i])
+        problem = Problem(network, robustness_box(x0[0].numpy().astype(np.float64), eps, options.domain),
+                          margin_halfspaces(label, [j for j in range(n_out) if j != label], n_out),
+                          name=f"sample {i} (label {label})")
+        with torch.no_grad():
+            clean_ok = int(net32(x0).flatten(1).argmax(1)) == label
+        candidate = x0 if not clean_ok else pgd_attack(lambda t: net32(t).flatten(1), x0, y[i:i + 1], eps,
+                                                       options.pgd_steps, options.domain)
+        with torch.no_grad():
+            broken = int(net32(candidate).flatten(1).argmax(1)) != label
+        record: dict[str, Any] = {"onnx": str(model_path), "vnnlib": problem.name, "status": "unknown",
+                                  "engine": "", "reason": "", "counterexample": None}
+        if broken:
+            cex = replay(oracle, problem, candidate[0].numpy())
+            if cex is not None:
+                record.update(status="violated", engine="clean" if not clean_ok else "pgd",
+                              counterexample={"x": cex.x.reshape(-1).tolist(), "y": cex.y.tolist(),
+                                              "replayed": True},
+                              lifted={"input": cex.x.reshape(image_shape).tolist(),
+                                      "original": x0[0].numpy().reshape(image_shape).tolist(),
+                                      "label": label, "predicted": int(np.argmax(cex.y))})
+            else:
+                record["reason"] = "PGD point did not replay in onnxruntime"
+        else:
+            engine = certify_sample(network, x0[0].numpy(), label, eps, options)
+            if engine is not None:
+                record.update(status="holds", engine=engine)
+            else:
+                record["reason"] = f"not proved by {', '.join(options.engines)} in {options.seconds_per_sample:g} s"
+        record["seconds"] = round(time.perf_counter() - start, 4)
+        yield record
