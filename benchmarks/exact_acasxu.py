@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_ROOT = Path("/work/shared/benchmarks/vnncomp2021/acasxu")
+DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "vnncomp2021" / "acasxu"
 
 
 def instances(root: Path, sample: int | None) -> list[tuple[str, str, str, float]]:

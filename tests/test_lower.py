@@ -191,8 +191,9 @@ def test_missing_npy_at_lowering_is_a_spec_error(tmp_path: Path) -> None:
 # -- the quick-start model and its example specs ----------------------------------------
 
 def quickstart_network() -> Network:
-    onnx_io = pytest.importorskip("certify.io.onnx")
-    return onnx_io.load_onnx(QUICKSTART / "digits_mlp.onnx")
+    from certify.io.onnx import load_onnx
+
+    return load_onnx(QUICKSTART / "digits_mlp.onnx")
 
 
 def test_quickstart_files_are_small_and_consistent() -> None:

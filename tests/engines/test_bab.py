@@ -20,7 +20,6 @@ from certify.network import Network, Node, Op
 from certify.problem import Box, HalfSpaces, Problem
 from certify.verdict import Status
 
-scipy_optimize = pytest.importorskip("scipy.optimize")
 
 ARCHS = ((2, 8, 8, 2), (3, 6, 6, 2), (2, 6, 6, 6, 3), (4, 5, 5, 2))
 AMBIGUOUS = 1e-4
