@@ -55,8 +55,10 @@ def sample_records(model_path: Path, network: Network, x: Tensor, y: Tensor, eps
                 record.update(status="violated", engine="clean" if not clean_ok else "pgd",
                               counterexample={"x": cex.x.reshape(-1).tolist(), "y": cex.y.tolist(),
                                               "replayed": True},
-                              lifted={"input": cex.x.reshape(image_shape).tolist(),
-                                      "original": x0[0].numpy().reshape(image_shape).tolist(),
+                              # display copies, rounded (the exact replayed point is counterexample.x)
+                              lifted={"input": np.round(cex.x.astype(np.float64), 4).reshape(image_shape).tolist(),
+                                      "original": np.round(x0[0].numpy().astype(np.float64), 4)
+                                      .reshape(image_shape).tolist(),
                                       "label": label, "predicted": int(np.argmax(cex.y))})
             else:
                 record["reason"] = "PGD point did not replay in onnxruntime"
