@@ -37,6 +37,9 @@ HOLDS = """(declare-const X_0 Real)
 VIOLATED = HOLDS.replace("(>= Y_0 1000)", "(>= Y_0 -1000)")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bench")
@@ -232,11 +235,15 @@ def test_sigkilled_suite_resumes_without_losing_or_repeating(bench: Path, tmp_pa
     results = tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "certify.cli", "suite", str(csv), "--results", str(results), "--engine", "fuzz",
            "--device", "cpu", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True,
+    # the package is importable from this checkout whether or not it is pip-installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        written = lambda: results.exists() and results.read_text().count("\n") >= 3  # noqa: E731
-        assert _wait_for(written, 180), proc.stderr.read().decode() if proc.poll() is not None else "no results"
+        written = lambda: proc.poll() is not None or (  # noqa: E731
+            results.exists() and results.read_text().count("\n") >= 3)
+        assert _wait_for(written, 180), "no results"
+        assert proc.poll() is None, proc.stderr.read().decode()  # still running, 3 results written
         time.sleep(0.5)  # now busy with a 120 s instance
         os.kill(proc.pid, signal.SIGKILL)  # the parent only: its worker must notice and go
         proc.wait(timeout=30)
@@ -253,7 +260,7 @@ def test_sigkilled_suite_resumes_without_losing_or_repeating(bench: Path, tmp_pa
     with open(results, "a") as fh:  # as if killed in the middle of writing a fourth record
         fh.write('{"onnx": "net.onnx", "vnnlib": "holds.vn')
     done = subprocess.run(cmd + ["--resume", "--timeout", "1"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     lines = results.read_text().splitlines()
     assert lines[:3] == finished  # finished results untouched
