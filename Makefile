@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install_browser.sh   # Debian chromium + chromedriver for the HTML report test
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
