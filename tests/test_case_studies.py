@@ -1,4 +1,4 @@
-"""Shortened versions of the case studies (case_studies/wildfire, case_studies/acas_xu)."""
+"""Shortened versions of the case studies (wildfire, acas_xu, certified_mnist)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,18 @@ def test_acas_shortened_run(acas: ModuleType, tmp_path: Path) -> None:
     assert len(records) == 1 and records[0]["vnnlib"].endswith("prop_1.vnnlib")
     html = (tmp_path / "report.html").read_text()
     assert "ACASXU_run2a_1_1_batch_2000.onnx" in html and "(file not found)" not in html
+
+
+def test_certified_mnist_shortened_run(tmp_path: Path) -> None:
+    """case_studies/certified_mnist/run.py end to end: two tiny trainings, per-image records, the report."""
+    run = load(ROOT / "case_studies" / "certified_mnist" / "run.py", "certified_mnist_run")
+    assert run.main(["--models", str(tmp_path / "models"), "--out", str(tmp_path / "out"), "--epochs", "1",
+                     "--max-batches", "2", "--n", "6", "--n-natural", "4"]) == 0
+    for name, n in (("mnist", 6), ("mnist_natural", 4)):
+        assert (tmp_path / "models" / name / "model.onnx").is_file()
+        recs = [json.loads(line) for line in (tmp_path / "out" / "results" / f"{name}_samples.jsonl").read_text()
+                .splitlines()]
+        assert len(recs) == n and {r["status"] for r in recs} <= {"holds", "violated", "unknown"}
+        assert all(r["counterexample"]["replayed"] for r in recs if r["status"] == "violated")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count('class="verdict"') >= 10 and "sample 0 (label 7)" in html

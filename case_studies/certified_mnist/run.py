@@ -37,21 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="test images for the certified model (default 200)")
     p.add_argument("--n-natural", type=int, default=50, help="test images for the standard model (default 50)")
     p.add_argument("--data-dir", type=Path, default=MNIST)
+    p.add_argument("--out", type=Path, default=HERE, help="where results/ and report.* go (default: here)")
+    p.add_argument("--epochs", type=int, default=None, help="override the configs' epochs (shortened runs)")
+    p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (shortened runs)")
     args = p.parse_args(argv)
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
+    results = args.out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    short = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+             *(["--max-batches", str(args.max_batches)] if args.max_batches else [])]
     runs = [("mnist", args.n, "ibp,crown,alpha-crown", "10"), ("mnist_natural", args.n_natural, "ibp,crown", "2")]
     records = []
     for name, n, engines, seconds in runs:
         model = args.models / name / "model.onnx"
         if not model.is_file():
-            certify("train", str(HERE / f"{name}.yaml"), "--out", str(args.models / name))
+            # the end-of-training certification covers the same images as the report
+            certify("train", str(HERE / f"{name}.yaml"), "--out", str(args.models / name),
+                    "--eval-n", str(n), *short)
         out = results / f"{name}_samples.jsonl"
         certify("evaluate", str(model), "--dataset", "mnist", "--data-dir", str(args.data_dir), "--eps", "0.1",
                 "--n", str(n), "--engines", engines, "--seconds", seconds,
                 "--json", str(results / f"{name}_evaluate_first{n}.json"), "--records", str(out))
         records.append(str(out))
-    certify("report", *records, "-o", str(HERE / "report"), "--image-shape", "28x28",
+    certify("report", *records, "-o", str(args.out / "report"), "--image-shape", "28x28",
             "--title", "MNIST, eps 0.1: certified (IBP) vs standard training, per test image")
     return 0
 

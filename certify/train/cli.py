@@ -53,6 +53,8 @@ def _run_train(args: argparse.Namespace) -> int:
             cfg = cfg.model_copy(update={"epochs": args.epochs})
         if args.max_batches is not None:
             cfg = cfg.model_copy(update={"max_batches": args.max_batches})
+        if args.eval_n is not None:
+            cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"n": args.eval_n})})
         out = Path(args.out) if args.out else Path("out") / Path(args.config).stem
         bar = _Bar()
         result = train(cfg, out, Path(args.resume) if args.resume else None, Callbacks(bar.step, bar.epoch))
@@ -71,6 +73,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--resume", metavar="CKPT", help="resume from a checkpoint.pt")
     p.add_argument("--epochs", type=int, help="override the config's epochs")
     p.add_argument("--max-batches", type=int, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--eval-n", type=int, help="override how many test images are certified at the end")
     p.set_defaults(func=_run_train)
     return p
 
