@@ -344,7 +344,8 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
                  ) -> dict[str, Bounds]:
     """Bounds of every node: IBP everywhere, tightened by CROWN at every relaxed op's input.
 
-    ``method`` is ``"ibp"`` or ``"crown"``; ``fixed`` bounds (e.g. ReLU splits) are intersected in.
+    ``method`` is ``"ibp"``, ``"forward"`` (forward linear bounds, no CROWN) or ``"crown"``;
+    ``fixed`` bounds (e.g. ReLU splits) are intersected in.
     For ReLU inputs only the neurons that are unstable *in a given domain* are refined (a stable
     ReLU's relaxation is exact whatever its bounds), each domain bounding its own rows.  With
     ``forward_filter`` (default: inputs of at most 64 values) the cheap forward linear bounds
@@ -359,7 +360,7 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
     out: dict[str, Bounds] = {network.input.name: box}
     forms: dict[str, LinearForm] = {}
     d = network.input_size
-    if forward_filter and method == "crown":
+    if method == "forward" or (forward_filter and method == "crown"):
         bsz = box.lower.shape[0]
         eye = torch.eye(d, dtype=box.lower.dtype, device=box.lower.device)
         eye = eye.reshape(*network.input_shape, d).unsqueeze(0).expand(bsz, *network.input_shape, d)
@@ -538,24 +539,7 @@ def forward_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | 
     Cost per node is ``O(size * d)`` for ``d`` inputs: the cheap choice for low-dimensional
     inputs, where it is nearly as tight as backward CROWN on small boxes.
     """
-    bsz = box.lower.shape[0]
-    d = network.input_size
-    eye = torch.eye(d, dtype=box.lower.dtype, device=box.lower.device)
-    eye = eye.reshape(*network.input_shape, d).unsqueeze(0).expand(bsz, *network.input_shape, d)
-    zero = box.lower.new_zeros(box.lower.shape)
-    forms: dict[str, LinearForm] = {network.input.name: LinearForm(eye, zero, eye, zero)}
-    out: dict[str, Bounds] = {network.input.name: box}
-    for node in network.nodes[1:]:
-        ins = [out[i] for i in node.inputs]
-        b = IBP_RULES[node.op](node, ins)
-        rule = FORWARD_LINEAR_RULES.get(node.op)
-        form = rule(node, [forms[i] for i in node.inputs], ins) if rule is not None else _constant_form(b, d)
-        b = b.intersect(form.concretize(box))
-        if fixed and node.name in fixed:
-            b = b.intersect(fixed[node.name])
-        out[node.name] = b
-        forms[node.name] = form
-    return out
+    return crown_bounds(network, box, fixed, method="forward")
 
 
 # ---------------------------------------------------------------------------------------

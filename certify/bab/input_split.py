@@ -22,7 +22,7 @@ import torch
 from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, pgd_points,
                                  undecided, violated)
 from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_objective, crown_bounds, crown_objective,
-                            forward_bounds, ibp)
+                            ibp)
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Network
@@ -87,7 +87,7 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
     order); the same layout is returned for the children to inherit.
     """
     if refresh:
-        out = forward_bounds(net, box) if method == "forward" else crown_bounds(net, box)
+        out = crown_bounds(net, box, method=method)
     else:
         fixed: dict[str, Bounds] = {}
         offset = 0

@@ -54,16 +54,22 @@ class Evaluation:
                 f"pgd {100 * self.pgd:.2f}%  certified {100 * self.certified:.2f}%")
 
 
+def robustness_problem(network: Network, x: np.ndarray, label: int, eps: float,
+                       domain: tuple[float, float], name: str = "") -> Problem:
+    """Is some ``x'`` in the eps-ball around ``x`` (clipped to ``domain``) not classified ``label``?"""
+    n_out = network.output_size
+    return Problem(network, robustness_box(x.astype(np.float64), eps, domain),
+                   margin_halfspaces(label, [j for j in range(n_out) if j != label], n_out), name=name)
+
+
 def certify_sample(network: Network, x: np.ndarray, label: int, eps: float, options: EvalOptions) -> str | None:
     """The engine that proved ``argmax net(x') == label`` on the eps-ball around ``x``, or None."""
-    n_out = network.output_size
-    problem = Problem(network, robustness_box(x.astype(np.float64), eps, options.domain),
-                      margin_halfspaces(label, [j for j in range(n_out) if j != label], n_out))
+    problem = robustness_problem(network, x, label, eps, options.domain)
     budget = Budget.seconds(options.seconds_per_sample)
     for name in options.engines:
         if budget.expired:
             break
-        verdict = make_engine(name).check(problem, budget.share(1.0))
+        verdict = make_engine(name).check(problem, budget)
         if verdict.status is Status.HOLDS:
             return name
     return None
@@ -143,4 +149,4 @@ def parse_engines(text: str) -> tuple[str, ...]:
     return tuple(e.strip() for e in text.split(",") if e.strip())
 
 
-__all__: Sequence[str] = ["EvalOptions", "Evaluation", "certify_sample", "evaluate", "evaluate_onnx", "pgd_attack"]
+__all__: Sequence[str] = ["EvalOptions", "Evaluation", "certify_sample", "robustness_problem", "evaluate", "evaluate_onnx", "pgd_attack"]

@@ -20,11 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from certify.lower import margin_halfspaces, robustness_box
 from certify.network import Network
-from certify.problem import Problem
 from certify.replay import OnnxOracle, replay
-from certify.train.evaluate import EvalOptions, certify_sample, pgd_attack
+from certify.train.evaluate import EvalOptions, certify_sample, pgd_attack, robustness_problem
 
 
 def sample_records(model_path: Path, network: Network, x: Tensor, y: Tensor, eps: float,
@@ -32,15 +30,13 @@ def sample_records(model_path: Path, network: Network, x: Tensor, y: Tensor, eps
     """Yield one record per sample of ``x: [N, *in]`` with labels ``y: [N]``."""
     oracle = OnnxOracle(Path(model_path))
     net32 = network.to(dtype=torch.float32)
-    n_out = network.output_size
     image_shape = tuple(d for d in network.input_shape if d != 1) or network.input_shape
     for i in range(len(x)):
         start = time.perf_counter()
         x0 = x[i:i + 1].float()
         label = int(y[i])
-        problem = Problem(network, robustness_box(x0[0].numpy().astype(np.float64), eps, options.domain),
-                          margin_halfspaces(label, [j for j in range(n_out) if j != label], n_out),
-                          name=f"sample {i} (label {label})")
+        problem = robustness_problem(network, x0[0].numpy(), label, eps, options.domain,
+                                     name=f"sample {i} (label {label})")
         with torch.no_grad():
             clean_ok = int(net32(x0).flatten(1).argmax(1)) == label
         candidate = x0 if not clean_ok else pgd_attack(lambda t: net32(t).flatten(1), x0, y[i:i + 1], eps,
