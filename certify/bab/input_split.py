@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 #: A dimension narrower than this (relative to the root box) is never split further.
 MIN_RELATIVE_WIDTH = 1e-10
+#: Smart branching splits the widest dimension instead when that one is this many times wider
+#: (relative to the root box) than the dimension its score picked.  Without it a dimension
+#: whose input coefficients vanish (its influence hidden in the ReLU relaxations' gaps) is
+#: never split and the bound never converges (ACAS Xu 2_2 prop_1 went 139 splits deep).
+MAX_WIDTH_RATIO = 64.0
 #: Domains per batch that get a short PGD attack (the ones with the worst lower bound).
 PGD_DOMAINS = 32
 
@@ -55,10 +60,11 @@ class _Pool:
         n = len(self)
         size = min(size, n)
         key = self.fields["key"]
-        if n <= self.cap // 2:
-            idx = torch.topk(key, size, largest=False).indices
-        else:
-            idx = torch.arange(n - size, n, device=key.device)
+        if n > self.cap // 2:  # depth first: the newest domains, slices without copies
+            out = {k: v[n - size:] for k, v in self.fields.items()}
+            self.fields = {k: v[:n - size] for k, v in self.fields.items()}
+            return out
+        idx = torch.topk(key, size, largest=False).indices
         keep = torch.ones(n, dtype=torch.bool, device=key.device)
         keep[idx] = False
         out = {k: v[idx] for k, v in self.fields.items()}
@@ -154,7 +160,13 @@ def _branch_dims(options: BaBOptions, spec: SpecMatrix, lower: torch.Tensor, A: 
         score = torch.einsum("bs,bsn->bn", weight, A.abs()) * width
         score = score + 1e-9 * rel * score.amax(dim=1, keepdim=True).clamp(min=1e-30) + 1e-30 * rel
     score = torch.where(splittable, score, torch.full_like(score, -1.0))
-    return score.argmax(dim=1)
+    pick = score.argmax(dim=1)
+    if options.branching == "widest":
+        return pick
+    widest = rel.argmax(dim=1)
+    rows = torch.arange(pick.shape[0], device=pick.device)
+    lagging = rel[rows, widest] > MAX_WIDTH_RATIO * rel[rows, pick]
+    return torch.where(lagging, widest, pick)
 
 
 def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
@@ -180,6 +192,8 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
 
     # The root: CROWN intermediate bounds, alpha-CROWN objective.
     lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha)
+    if options.intermediate in ("crown", "forward"):
+        known = known[:, :, :0]  # children recompute their bounds: nothing to inherit
     stats.domains += 1
     pool = _Pool({"lo": lo, "hi": hi, "open": torch.ones(1, k, dtype=torch.bool, device=device),
                   "key": lo.new_full((1,), -torch.inf), "depth": torch.zeros(1, dtype=torch.long, device=device),
@@ -286,6 +300,8 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
                                   method=mode)
     stats.domains += d["lo"].shape[0]
     stats.batches += 1
+    if mode in ("crown", "forward"):
+        known = known[:, :, :0]  # children recompute their bounds: nothing to inherit
     out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
            "depth": d["depth"]}
     if mode != "two-stage":
