@@ -1,6 +1,6 @@
 """Batch fuzzer vs sequential per-property PGD at equal wall-clock budget.
 
-    python benchmarks/fuzz.py BENCH_DIR [--budget S] [--out results.md] [--batch B]
+    python benchmarks/fuzz.py BENCH_DIR [--budget S] [--out results.md] [--batch B (0: auto)]
         [--baseline-restarts 1,64] [--baseline-steps N] [--device cpu|cuda] [--threads T]
 
 BENCH_DIR holds ``*_instances.csv`` (``onnx,vnnlib,timeout``) and optionally ``expected.csv``
@@ -135,7 +135,8 @@ def sequential(bench: Bench, budget_s: float, restarts: int, steps: int, device:
 
 
 def batch(bench: Bench, budget_s: float, options: FuzzOptions, device: str) -> Run:
-    run = Run(f"batch fuzzer (B={options.batch})")
+    sizes = sorted({options.batch_for(n) for n in bench.networks}, reverse=True)
+    run = Run(f"batch fuzzer (B={'/'.join(map(str, sizes))})")
     start = time.monotonic()
     outcomes = fuzz_grouped(bench.problems, Budget(start + budget_s, device), options, bench.oracles)
     run.seconds = time.monotonic() - start
@@ -144,7 +145,8 @@ def batch(bench: Bench, budget_s: float, options: FuzzOptions, device: str) -> R
             k = bench.owner[o.index]
             run.first_hit[k] = min(run.first_hit.get(k, math.inf), o.first_hit_seconds)
         run.samples += o.samples
-    run.passes = run.samples // options.batch
+        run.passes += o.samples / options.batch_for(bench.problems[o.index].network)  # this problem's share
+    run.passes = round(run.passes)
     return run
 
 
@@ -171,11 +173,11 @@ def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 
     f.run(math.inf, 4)
     fz, rw = [], []
     for _ in range(rounds):
-        rw.append(raw_throughput(net, options.batch, device, 1.0))
+        rw.append(raw_throughput(net, options.batch_for(net), device, 1.0))
         s0, t0 = f.steps, time.perf_counter()
         while time.perf_counter() - t0 < 1.0 and not f.done:
             f.run(math.inf, 4)
-        fz.append((f.steps - s0) * options.batch / (time.perf_counter() - t0))
+        fz.append((f.steps - s0) * f.batch / (time.perf_counter() - t0))
     best_f, best_r = max(fz), max(rw)
     return best_f, best_r, statistics.median(fz) / statistics.median(rw)
 
@@ -223,7 +225,8 @@ def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, f
     whole = fuzz.samples / fuzz.seconds
     lines += [
         "",
-        f"Raw batched forward+backward of `{bench.properties[0][0]}` at batch {args.batch}: {raw:.0f} samples/s.",
+        f"Raw batched forward+backward of `{bench.properties[0][0]}` at its fuzzing batch "
+        f"{FuzzOptions(batch=args.batch or None).batch_for(bench.networks[0])}: {raw:.0f} samples/s.",
         f"Batch fuzzer over the whole run (all groups, scheduling, replays included): {whole:.0f} samples/s "
         f"= {whole / raw:.0%} of raw.",
         f"Steady state on one network (interleaved 1 s rounds, median ratio): fuzzer {f_rate:.0f} samples/s, "
@@ -246,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("bench", type=Path)
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=0, help="lanes per pass (0: automatic per network)")
     ap.add_argument("--baseline-restarts", default="1,64")
     ap.add_argument("--baseline-steps", type=int, default=50)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -257,14 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.monotonic()
     bench = load_bench(args.bench)
     print(f"loaded {len(bench.properties)} properties in {time.monotonic() - t:.1f}s", file=sys.stderr)
-    options = FuzzOptions(batch=args.batch, seed=args.seed)
+    options = FuzzOptions(batch=args.batch or None, seed=args.seed)
     runs = []
     for r in (int(v) for v in args.baseline_restarts.split(",") if v.strip()):
         runs.append(sequential(bench, args.budget, r, args.baseline_steps, args.device, args.seed))
         print(f"{runs[-1].name}: {len(runs[-1].first_hit)} falsified", file=sys.stderr)
     runs.append(batch(bench, args.budget, options, args.device))
     print(f"{runs[-1].name}: {len(runs[-1].first_hit)} falsified", file=sys.stderr)
-    raw = raw_throughput(bench.networks[0], args.batch, args.device)
+    raw = raw_throughput(bench.networks[0], options.batch_for(bench.networks[0]), args.device)
     steady = steady_ratio(bench, options, args.device)
     text = report(bench, runs, raw, steady, args)
     if args.out:

@@ -201,12 +201,11 @@ def _back_activation(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple
     if node.op is Op.RELU:
         alpha = ctx.alphas.get(node.name)
         r = relu_relaxation(l, u, alpha if alpha is not None else relu_default_alpha(l, u))
-        # ReLU's lower line has no intercept: A_in = A * us + A+ * (ls - us), bias = A- . ub.
-        pos = a.clamp(min=0)
-        a_in = torch.addcmul(a * r.upper_slope, pos, r.lower_slope - r.upper_slope)
+        # ReLU's lower line has no intercept: A_in = A * ls + A- * (us - ls), bias = A- . ub.
+        neg = a.clamp(max=0)
+        a_in = torch.addcmul(a * r.lower_slope, neg, r.upper_slope - r.lower_slope)
         ub = r.upper_bias.expand(a.shape[0], 1, *a.shape[2:]).flatten(2)  # [B, 1, n]
-        flat = a.flatten(2)
-        bias = (torch.bmm(flat, ub.transpose(1, 2)) - torch.bmm(pos.flatten(2), ub.transpose(1, 2))).squeeze(2)
+        bias = torch.bmm(neg.flatten(2), ub.transpose(1, 2)).squeeze(2)
         return [a_in], bias
     r = RELAXATIONS[node.op](l, u)
     pos, neg = a.clamp(min=0), a.clamp(max=0)

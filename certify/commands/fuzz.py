@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=None, metavar="OUT.jsonl",
                    help="write one JSON Lines record per instance (default with --instances: INSTANCES_STEM.fuzz.jsonl)")
     p.add_argument("--budget", type=float, default=10.0, metavar="S", help="seconds for everything (default 10)")
-    p.add_argument("--batch", type=int, default=None, help="lanes per forward/backward pass (default 4096)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="lanes per forward/backward pass (default: chosen per network, 256 to 4096)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_option(p)
     p.set_defaults(func=run)

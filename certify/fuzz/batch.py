@@ -100,6 +100,7 @@ class BatchFuzzer:
             raise ValueError("the problems' networks differ in structure; group them with "
                              "certify.fuzz.group_by_structure first")
         self.net_of = [nets[id(p.network)] for p in problems]
+        self.batch = options.batch_for(self.networks[0])
         self._net64: dict[int, Network] = {}
         self.obj = Objective.of(problems, torch.float32, dev)
         self.rng = Rng(options.seed, dev)
@@ -131,7 +132,7 @@ class BatchFuzzer:
         self.block_nets = sorted(todo)
         self.block_problems = [todo[g] for g in self.block_nets]
         G = len(self.block_nets)
-        self.L = max(1, self.options.batch // G)
+        self.L = max(1, self.batch // G)
         self.B = G * self.L
         self.rotate = any(len(ps) > self.L for ps in self.block_problems)
         self.ptrs = [self.L % len(ps) for ps in self.block_problems]
@@ -324,6 +325,6 @@ def fuzz_many(problems: Sequence[Problem], budget: Budget, options: FuzzOptions,
     checked in float64 on the IR and reported with ``replayed=False``.
     """
     fuzzer = BatchFuzzer(problems, options, budget.device, oracle_for)
-    max_steps = None if options.max_samples is None else max(1, -(-options.max_samples // options.batch))
+    max_steps = None if options.max_samples is None else max(1, -(-options.max_samples // fuzzer.batch))
     fuzzer.run(budget.deadline, max_steps)
     return fuzzer.outcomes()

@@ -58,16 +58,19 @@ def fuzz_grouped(problems: Sequence[Problem], budget: Budget, options: FuzzOptio
     for idx in group_by_structure(problems):
         oracle_for = None if oracles is None else _oracle_for(oracles, idx)
         fuzzers.append((idx, BatchFuzzer([problems[i] for i in idx], options, budget.device, oracle_for, start)))
-    limit = None if options.max_samples is None else max(1, -(-options.max_samples // options.batch))
+    def limit(f: BatchFuzzer) -> int | None:
+        return None if options.max_samples is None else max(1, -(-options.max_samples // f.batch))
+
     slice_steps = options.first_slice_steps
     while not budget.expired:
-        active = [f for _, f in fuzzers if not f.done and (limit is None or f.steps < limit)]
+        active = [f for _, f in fuzzers if not f.done and (limit(f) is None or f.steps < limit(f))]
         if not active:
             break
         if len(fuzzers) == 1:
-            slice_steps = limit  # one group: no need to interleave
+            slice_steps = limit(active[0])  # one group: no need to interleave
         for f in active:
-            cap = slice_steps if limit is None or slice_steps is None else min(slice_steps, limit - f.steps)
+            most = limit(f)
+            cap = slice_steps if most is None or slice_steps is None else min(slice_steps, most - f.steps)
             f.run(budget.deadline, cap)
         slice_steps = None if slice_steps is None else slice_steps * 2
     out: list[FuzzOutcome | None] = [None] * len(problems)

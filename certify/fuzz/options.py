@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from certify.errors import UsageError
+from certify.network import Network, Op
+
+#: An automatic batch makes one pass cost about this many multiply-adds (forward).
+AUTO_BATCH_MACS = 2**28
+AUTO_BATCH_RANGE = (256, 4096)
+
+
+def macs_per_sample(network: Network) -> int:
+    """Multiply-adds of one forward pass of ``network`` on one input (dense and conv layers;
+    every other node counts its output size)."""
+    total = 0
+    for node in network.nodes[1:]:
+        weight = node.params.get("weight")
+        if node.op is Op.LINEAR and weight is not None:
+            total += weight.numel()
+        elif node.op is Op.CONV and weight is not None:
+            total += weight.numel() * math.prod(node.shape[1:])
+        else:
+            total += node.size
+    return max(1, total)
+
+
+def auto_batch(network: Network) -> int:
+    """Lanes per pass for ``network`` when none is set: the power of two nearest to
+    ``AUTO_BATCH_MACS / macs_per_sample``, within ``AUTO_BATCH_RANGE``.  Small nets (ACAS Xu)
+    get 4096 lanes; MNIST-FC's 256x2 gets 1024, so a pass stays short and PGD episodes finish
+    within the first second instead of after several (``benchmarks/fuzz.py``)."""
+    ideal = AUTO_BATCH_MACS / macs_per_sample(network)
+    lo, hi = AUTO_BATCH_RANGE
+    return int(min(hi, max(lo, 2 ** round(math.log2(ideal)))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +71,8 @@ class StrategyWeights:
 class FuzzOptions:
     """Knobs of the batch fuzzer.
 
-    ``batch``: lanes per forward/backward pass; ``pgd_steps``: length of an episode (a start
+    ``batch``: lanes per forward/backward pass (``None``: :func:`auto_batch` of the network);
+    ``pgd_steps``: length of an episode (a start
     point chosen by a strategy, then signed-gradient descent); ``reset_every``: episodes end
     only every this many steps (the bookkeeping is amortised over them);
     ``s0``: ACT's base step scale (a seed picked for the ``n``-th time gets
@@ -50,7 +82,7 @@ class FuzzOptions:
     gets in the first round when several groups share a budget (doubled every round).
     """
 
-    batch: int = 4096
+    batch: int | None = None
     weights: StrategyWeights = StrategyWeights()
     pgd_steps: int = 16
     reset_every: int = 4
@@ -61,10 +93,14 @@ class FuzzOptions:
     first_slice_steps: int = 8
 
     def __post_init__(self) -> None:
-        if min(self.batch, self.pgd_steps, self.reset_every, self.pool, self.first_slice_steps) < 1:
+        if min(self.batch or 1, self.pgd_steps, self.reset_every, self.pool, self.first_slice_steps) < 1:
             raise UsageError("fuzz options batch, pgd_steps, reset_every, pool and first_slice_steps must be >= 1")
         if not 0.0 < self.s0 <= 1.0:
             raise UsageError(f"fuzz option s0 must be in (0, 1], got {self.s0}")
+
+    def batch_for(self, network: Network) -> int:
+        """Lanes per pass on ``network``: ``batch``, or :func:`auto_batch` when unset."""
+        return self.batch if self.batch is not None else auto_batch(network)
 
     @staticmethod
     def from_mapping(options: Mapping[str, Any]) -> FuzzOptions:

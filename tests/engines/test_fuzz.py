@@ -313,3 +313,19 @@ def test_cli_instances_writes_json_lines(tmp_path, capsys) -> None:
     args = parser.parse_args(["fuzz", str(tmp_path / "net.onnx"), str(tmp_path / "unsat.vnnlib"), "--budget", "0.5",
                               "--device", "cpu", "--batch", "64"])
     assert args.func(args) == 3
+
+
+def test_auto_batch_shrinks_with_the_network_and_stays_a_power_of_two_in_range():
+    from certify.fuzz.options import AUTO_BATCH_RANGE, auto_batch, macs_per_sample
+
+    torch.manual_seed(0)
+    sizes = [(5, 50), (784, 256), (784, 1024), (784, 4096)]
+    nets = [mlp([torch.nn.Linear(i, h), torch.nn.Linear(h, h), torch.nn.Linear(h, 10)]) for i, h in sizes]
+    macs = [macs_per_sample(n) for n in nets]
+    batches = [auto_batch(n) for n in nets]
+    assert macs == sorted(macs) and macs[0] >= 5 * 50 + 50 * 50 + 50 * 10
+    assert batches == sorted(batches, reverse=True) and batches[0] > batches[-1]
+    lo, hi = AUTO_BATCH_RANGE
+    assert all(lo <= b <= hi and b & (b - 1) == 0 for b in batches)
+    assert batches[0] == hi and batches[-1] == lo
+    assert FuzzOptions().batch_for(nets[1]) == batches[1] and FuzzOptions(batch=77).batch_for(nets[1]) == 77
