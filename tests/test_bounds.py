@@ -159,3 +159,33 @@ def test_batched_boxes_match_single_boxes() -> None:
     for k, b in enumerate(boxes):
         alone = crown_objective(net, crown_bounds(net, b), c).lower[0]
         assert torch.allclose(together[k], alone, atol=1e-10)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), radius=st.floats(0.05, 2.0), depth=st.integers(2, 4), width=st.integers(3, 12))
+def test_alpha_crown_intermediate_bounds_are_sound_and_never_looser(seed: int, radius: float, depth: int,
+                                                                    width: int) -> None:
+    from certify.bounds import alpha_crown_bounds
+
+    net = dense_net(seed, [3] + [width] * depth + [2], Op.RELU)
+    center, box = random_box(seed, (3,), radius)
+    values = net.forward_all(samples(center, radius, 400, seed))
+    crown = crown_bounds(net, box)
+    tight = alpha_crown_bounds(net, box, AlphaOptions(iterations=10), crown)
+    for name, b in tight.items():
+        v = values[name].flatten(1)
+        assert torch.all(b.lower.flatten(1)[0] <= v.min(0).values + TOL), name
+        assert torch.all(b.upper.flatten(1)[0] >= v.max(0).values - TOL), name
+        assert torch.all(b.lower >= crown[name].lower - TOL) and torch.all(b.upper <= crown[name].upper + TOL)
+
+
+def test_alpha_crown_intermediate_bounds_tighten_a_deep_relu_net() -> None:
+    from certify.bounds import alpha_crown_bounds
+
+    net = dense_net(7, [3, 16, 16, 16, 16, 2], Op.RELU)
+    center, box = random_box(7, (3,), 1.0)
+    crown = crown_bounds(net, box)
+    tight = alpha_crown_bounds(net, box, AlphaOptions(iterations=20), crown)
+    gain = sum(float((crown[n].upper - crown[n].lower).sum() - (tight[n].upper - tight[n].lower).sum())
+               for n in crown)
+    assert gain > 0

@@ -38,6 +38,8 @@ class BaBOptions:
         ``reuse`` (the parent's, intersected with IBP) or ``two-stage`` (reuse, then CROWN for
         the sub-boxes that were not proved).
     beta_iterations: joint alpha/beta iterations per batch in ReLU mode.
+    intermediate_alpha_iterations: ReLU mode tightens the root's intermediate bounds (which every
+        domain inherits) with this many alpha-CROWN iterations per layer (0: plain CROWN).
     branching: input mode ``smart`` (|A_i| * width_i from the linear bounds) or ``widest``;
         ReLU mode always uses a BaBSR score.
     attack_restarts / attack_steps: the PGD attack on the root in ReLU mode (0 disables).
@@ -54,6 +56,7 @@ class BaBOptions:
     branch_alpha_iterations: int = 0
     intermediate: str = "crown"
     beta_iterations: int = 12
+    intermediate_alpha_iterations: int = 20
     lr_alpha: float = 0.25
     lr_beta: float = 0.1
     branching: str = "smart"

@@ -1,8 +1,8 @@
 """Batched ReLU splitting with beta-CROWN bounds.
 
 A domain is the whole input box plus split decisions ``s_j in {+1 (z_j >= 0), -1 (z_j <= 0)}``
-on unstable ReLU pre-activations ``z_j``.  Intermediate bounds are the root's CROWN bounds,
-clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``), so a split
+on unstable ReLU pre-activations ``z_j``.  Intermediate bounds are the root's CROWN bounds
+tightened by alpha-CROWN (:func:`certify.bounds.alpha_crown_bounds`), clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``), so a split
 neuron is relaxed exactly.  The splits are enforced in the final bound by Lagrange multipliers
 (beta-CROWN): for ``beta >= 0`` the term ``-s_j * beta_j * z_j`` is non-positive on the domain,
 so adding it to the objective before the CROWN backward pass keeps a sound lower bound, and
@@ -24,7 +24,7 @@ import torch
 
 from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
     violated
-from certify.bounds import CROWN_RULES, BackwardContext, Bounds, crown_bounds
+from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, alpha_crown_bounds, crown_bounds
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.network import Network, Node, Op
@@ -323,8 +323,13 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     if cex is not None:
         return violated(stats, cex)
 
+    root_box = Bounds(lo.reshape(1, *net.input_shape), hi.reshape(1, *net.input_shape))
     with torch.no_grad():
-        root = crown_bounds(net, Bounds(lo.reshape(1, *net.input_shape), hi.reshape(1, *net.input_shape)))
+        root = crown_bounds(net, root_box)
+    if options.intermediate_alpha_iterations > 0:
+        # Every domain inherits the root's intermediate bounds: tighten them once, with alpha-CROWN.
+        root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
+                                                              lr=options.lr_alpha), root)
     layout = _Layout.of(net)
     bounder = _Bounder(net, spec, root, layout)
     total = layout.total

@@ -161,25 +161,30 @@ class SMTEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
-    def _solve(self, solver: Any, formula: Any, deadline: float) -> bool | None:
-        """True (sat), False (unsat) or None (unknown / timeout)."""
+    def _solve(self, base: Any, unsafe: Any, deadline: float) -> tuple[bool | None, Any]:
+        """Solve ``base and unsafe`` in a fresh solver: (True (sat), False (unsat) or None
+        (unknown / timeout), the solver).  A fresh solver per query rather than push/pop: z3's
+        push after a satisfiable check could run for many minutes (ACAS Xu prop_1)."""
         from pysmt.exceptions import SolverReturnedUnknownResultError
+        from pysmt.logics import QF_LRA
+        from pysmt.shortcuts import Solver
 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return None, None
+        solver = Solver(name=self.options.solver, logic=QF_LRA, incremental=False)
         if hasattr(solver, "z3"):
             solver.z3.set("timeout", max(1, int(remaining * 1000)))
-        solver.push()
-        solver.add_assertion(formula)
+        solver.add_assertion(base)
+        solver.add_assertion(unsafe)
         try:
-            return bool(solver.solve())
+            return bool(solver.solve()), solver
         except SolverReturnedUnknownResultError:
-            return None
+            solver.exit()
+            return None, None
 
     def check(self, problem: Problem, budget: Budget) -> Verdict:
-        from pysmt.logics import QF_LRA
-        from pysmt.shortcuts import And, Solver
+        from pysmt.shortcuts import And
 
         require_modules(self.name, _modules(self.options), "smt")
         start = time.monotonic()
@@ -189,27 +194,26 @@ class SMTEngine:
             write_smtlib(And(f.base, f.unsafe()), self.options.emit_smtlib)
         stats = system.stats()
         queries = [0.0, self.options.tolerance]
-        with Solver(name=self.options.solver, logic=QF_LRA) as solver:
-            solver.add_assertion(f.base)
-            for k, tol in enumerate(queries):
-                answer = self._solve(solver, f.unsafe(tol), budget.deadline)
-                if answer is None:
-                    return unknown(self.name, f"{self.options.solver} answered unknown or ran out of time",
-                                   time.monotonic() - start, **stats)
-                if not answer:
-                    if k == 0:
-                        return Verdict(Status.HOLDS, engine=self.name, seconds=time.monotonic() - start,
-                                       certificate={"method": "smt", "solver": self.options.solver,
-                                                    "logic": "QF_LRA", "exact": True}, stats=stats)
-                    return unknown(self.name, "violations exist only within the tolerance of the unsafe "
-                                   "set's boundary and none survives float rounding",
-                                   time.monotonic() - start, **stats)
-                x = np.array([float(solver.get_value(f.vars[i]).constant_value()) for i in system.inputs])
-                solver.pop()
-                cex = check_candidate(problem, x.reshape(system.input_shape))
-                if cex is not None:
-                    return Verdict(Status.VIOLATED, engine=self.name, seconds=time.monotonic() - start,
-                                   counterexample=cex, stats=stats)
+        for k, tol in enumerate(queries):
+            answer, solver = self._solve(f.base, f.unsafe(tol), budget.deadline)
+            if answer is None:
+                return unknown(self.name, f"{self.options.solver} answered unknown or ran out of time",
+                               time.monotonic() - start, **stats)
+            if not answer:
+                solver.exit()
+                if k == 0:
+                    return Verdict(Status.HOLDS, engine=self.name, seconds=time.monotonic() - start,
+                                   certificate={"method": "smt", "solver": self.options.solver,
+                                                "logic": "QF_LRA", "exact": True}, stats=stats)
+                return unknown(self.name, "violations exist only within the tolerance of the unsafe "
+                               "set's boundary and none survives float rounding",
+                               time.monotonic() - start, **stats)
+            x = np.array([float(solver.get_value(f.vars[i]).constant_value()) for i in system.inputs])
+            solver.exit()
+            cex = check_candidate(problem, x.reshape(system.input_shape))
+            if cex is not None:
+                return Verdict(Status.VIOLATED, engine=self.name, seconds=time.monotonic() - start,
+                               counterexample=cex, stats=stats)
         return unknown(self.name, "the solver's model does not violate the property in network.forward",
                        time.monotonic() - start, **stats)
 
