@@ -55,7 +55,7 @@ class BaBOptions:
     alpha_iterations: int = 20
     branch_alpha_iterations: int = 0
     intermediate: str = "crown"
-    beta_iterations: int = 12
+    beta_iterations: int = 24
     intermediate_alpha_iterations: int = 20
     lr_alpha: float = 0.25
     lr_beta: float = 0.1
