@@ -164,6 +164,28 @@ def raw_throughput(net: Network, batch_size: int, device: str, seconds: float = 
     return n * batch_size / (time.perf_counter() - t0)
 
 
+def raw_stacked_throughput(bench: Bench, options: FuzzOptions, device: str, seconds: float = 2.0) -> tuple[int, float]:
+    """Lane-samples per second of a bare forward+backward pass of all the first network's
+    structure-mates stacked (:class:`certify.fuzz.stack.StackedNetwork`, lanes split evenly), the
+    computation the fuzzer's whole run actually performs: (networks stacked, samples/s)."""
+    from certify.fuzz.stack import StackedNetwork, structure_key
+
+    key = structure_key(bench.networks[0])
+    nets = [n for n in bench.networks if structure_key(n) == key]
+    batch_size = options.batch_for(nets[0])
+    per = max(1, batch_size // len(nets))
+    stacked = StackedNetwork(nets, torch.float32, device)
+    x = torch.rand((per * len(nets), *stacked.input_shape), device=device)
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(stacked(xg).sum(), xg)
+        n += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(nets), n * per * len(nets) / (time.perf_counter() - t0)
+
+
 def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 5) -> tuple[float, float, float]:
     """Interleaved measurement on the first network's properties (unsolvable ones keep the
     fuzzer busy): (fuzzer samples/s, raw samples/s, ratio), best of ``rounds``."""
@@ -192,7 +214,7 @@ def time_to_count(first_hit: dict[int, float], count: int) -> float:
 
 
 def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, float, float],
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, stacked: tuple[int, float]) -> str:
     sat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "sat"}
     unsat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "unsat"}
     fuzz = runs[-1]
@@ -227,8 +249,10 @@ def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, f
         "",
         f"Raw batched forward+backward of `{bench.properties[0][0]}` at its fuzzing batch "
         f"{FuzzOptions(batch=args.batch or None).batch_for(bench.networks[0])}: {raw:.0f} samples/s.",
+        f"Raw batched forward+backward of the {stacked[0]} network(s) of that structure stacked, as the fuzzer "
+        f"runs them, at the same batch: {stacked[1]:.0f} samples/s.",
         f"Batch fuzzer over the whole run (all groups, scheduling, replays included): {whole:.0f} samples/s "
-        f"= {whole / raw:.0%} of raw.",
+        f"= {whole / raw:.0%} of the single network's raw rate, {whole / stacked[1]:.0%} of the stacked rate.",
         f"Steady state on one network (interleaved 1 s rounds, median ratio): fuzzer {f_rate:.0f} samples/s, "
         f"raw {r_rate:.0f} samples/s (best rounds), ratio {ratio:.0%}.",
         "",
@@ -268,8 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.append(batch(bench, args.budget, options, args.device))
     print(f"{runs[-1].name}: {len(runs[-1].first_hit)} falsified", file=sys.stderr)
     raw = raw_throughput(bench.networks[0], options.batch_for(bench.networks[0]), args.device)
+    stacked = raw_stacked_throughput(bench, options, args.device)
     steady = steady_ratio(bench, options, args.device)
-    text = report(bench, runs, raw, steady, args)
+    text = report(bench, runs, raw, steady, args, stacked)
     if args.out:
         args.out.write_text(text)
     print(text)
