@@ -86,24 +86,24 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
                refresh: bool, method: str = "crown") -> tuple[dict[str, Bounds], torch.Tensor]:
     """Bounds of every node on a batch of boxes: recomputed (``method`` ``crown``: CROWN on each
     domain's unstable neurons, see :func:`certify.bounds.crown_bounds`; ``forward``: forward
-    linear bounds) when ``refresh``, else IBP intersected with ``known`` bounds of the
-    ``relaxed`` nodes (inherited from a parent box, which contains the child).
+    linear bounds) when ``refresh``, else IBP; either way intersected with the ``known``
+    bounds of the ``relaxed`` nodes (inherited from a parent box, which contains the child).
 
     ``known: [B, 2, m]`` stacks lower and upper bounds of the relaxed nodes (flattened, in
     order); the same layout is returned for the children to inherit.
     """
-    if refresh:
-        out = crown_bounds(net, box, method=method)
-    else:
-        fixed: dict[str, Bounds] = {}
+    fixed: dict[str, Bounds] = {}
+    if known is not None and known.shape[2]:
         offset = 0
         for name in relaxed:
             size = net.node(name).size
-            if known is not None:
-                part = known[:, :, offset:offset + size]
-                shape = (part.shape[0], *net.node(name).shape)
-                fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
+            part = known[:, :, offset:offset + size]
+            shape = (part.shape[0], *net.node(name).shape)
+            fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
             offset += size
+    if refresh:  # the parent's bounds still hold on the child box: intersect them in
+        out = crown_bounds(net, box, fixed or None, method=method)
+    else:
         out = ibp(net, box, fixed)
     flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
@@ -192,8 +192,8 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
 
     # The root: CROWN intermediate bounds, alpha-CROWN objective.
     lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha)
-    if options.intermediate in ("crown", "forward"):
-        known = known[:, :, :0]  # children recompute their bounds: nothing to inherit
+    if options.intermediate == "forward":
+        known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
     stats.domains += 1
     pool = _Pool({"lo": lo, "hi": hi, "open": torch.ones(1, k, dtype=torch.bool, device=device),
                   "key": lo.new_full((1,), -torch.inf), "depth": torch.zeros(1, dtype=torch.long, device=device),
@@ -300,8 +300,8 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
                                   method=mode)
     stats.domains += d["lo"].shape[0]
     stats.batches += 1
-    if mode in ("crown", "forward"):
-        known = known[:, :, :0]  # children recompute their bounds: nothing to inherit
+    if mode == "forward":
+        known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
     out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
            "depth": d["depth"]}
     if mode != "two-stage":
