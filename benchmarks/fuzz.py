@@ -27,15 +27,16 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from certify.engines.base import Budget
 from certify.fuzz import BatchFuzzer, FuzzOptions, fuzz_grouped
+from certify.fuzz.group import group_by_structure
+from certify.fuzz.stack import StackedNetwork, structure_key
 from certify.fuzz.objective import LaneObjective, Objective
 from certify.io.onnx import load_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems
@@ -134,8 +135,18 @@ def sequential(bench: Bench, budget_s: float, restarts: int, steps: int, device:
     return run
 
 
+def group_batches(bench: Bench, options: FuzzOptions) -> dict[int, int]:
+    """``id(network)`` -> lanes per pass of the fuzzer that runs its structure group."""
+    out: dict[int, int] = {}
+    for idx in group_by_structure(bench.problems):
+        size = options.batch_for(bench.problems[idx[0]].network, len(idx))
+        out.update((id(bench.problems[i].network), size) for i in idx)
+    return out
+
+
 def batch(bench: Bench, budget_s: float, options: FuzzOptions, device: str) -> Run:
-    sizes = sorted({options.batch_for(n) for n in bench.networks}, reverse=True)
+    batches = group_batches(bench, options)
+    sizes = sorted(set(batches.values()), reverse=True)
     run = Run(f"batch fuzzer (B={'/'.join(map(str, sizes))})")
     start = time.monotonic()
     outcomes = fuzz_grouped(bench.problems, Budget(start + budget_s, device), options, bench.oracles)
@@ -145,45 +156,40 @@ def batch(bench: Bench, budget_s: float, options: FuzzOptions, device: str) -> R
             k = bench.owner[o.index]
             run.first_hit[k] = min(run.first_hit.get(k, math.inf), o.first_hit_seconds)
         run.samples += o.samples
-        run.passes += o.samples / options.batch_for(bench.problems[o.index].network)  # this problem's share
+        run.passes += o.samples / batches[id(bench.problems[o.index].network)]  # this problem's share
     run.passes = round(run.passes)
     return run
+
+
+def _raw_rate(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: str,
+              seconds: float) -> float:
+    """Lane-samples per second of bare forward+backward passes of ``forward`` on ``x``."""
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(forward(xg).sum(), xg)
+        n += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return n * x.shape[0] / (time.perf_counter() - t0)
 
 
 def raw_throughput(net: Network, batch_size: int, device: str, seconds: float = 2.0) -> float:
     """Lane-samples per second of a bare forward+backward pass of ``net`` at ``batch_size``."""
     net = net.to(torch.float32, device)
-    x = torch.rand((batch_size, *net.input_shape), device=device)
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        xg = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(net(xg).sum(), xg)
-        n += 1
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return n * batch_size / (time.perf_counter() - t0)
+    return _raw_rate(net, torch.rand((batch_size, *net.input_shape), device=device), device, seconds)
 
 
 def raw_stacked_throughput(bench: Bench, options: FuzzOptions, device: str, seconds: float = 2.0) -> tuple[int, float]:
     """Lane-samples per second of a bare forward+backward pass of all the first network's
     structure-mates stacked (:class:`certify.fuzz.stack.StackedNetwork`, lanes split evenly), the
     computation the fuzzer's whole run actually performs: (networks stacked, samples/s)."""
-    from certify.fuzz.stack import StackedNetwork, structure_key
-
     key = structure_key(bench.networks[0])
     nets = [n for n in bench.networks if structure_key(n) == key]
-    batch_size = options.batch_for(nets[0])
-    per = max(1, batch_size // len(nets))
+    per = max(1, group_batches(bench, options)[id(nets[0])] // len(nets))
     stacked = StackedNetwork(nets, torch.float32, device)
     x = torch.rand((per * len(nets), *stacked.input_shape), device=device)
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        xg = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(stacked(xg).sum(), xg)
-        n += 1
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return len(nets), n * per * len(nets) / (time.perf_counter() - t0)
+    return len(nets), _raw_rate(stacked, x, device, seconds)
 
 
 def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 5) -> tuple[float, float, float]:
@@ -195,7 +201,7 @@ def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 
     f.run(math.inf, 4)
     fz, rw = [], []
     for _ in range(rounds):
-        rw.append(raw_throughput(net, options.batch_for(net), device, 1.0))
+        rw.append(raw_throughput(net, f.batch, device, 1.0))
         s0, t0 = f.steps, time.perf_counter()
         while time.perf_counter() - t0 < 1.0 and not f.done:
             f.run(math.inf, 4)
@@ -214,7 +220,7 @@ def time_to_count(first_hit: dict[int, float], count: int) -> float:
 
 
 def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, float, float],
-           args: argparse.Namespace, stacked: tuple[int, float]) -> str:
+           args: argparse.Namespace, stacked: tuple[int, float], raw_batch: int) -> str:
     sat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "sat"}
     unsat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "unsat"}
     fuzz = runs[-1]
@@ -248,7 +254,7 @@ def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, f
     lines += [
         "",
         f"Raw batched forward+backward of `{bench.properties[0][0]}` at its fuzzing batch "
-        f"{FuzzOptions(batch=args.batch or None).batch_for(bench.networks[0])}: {raw:.0f} samples/s.",
+        f"{raw_batch}: {raw:.0f} samples/s.",
         f"Raw batched forward+backward of the {stacked[0]} network(s) of that structure stacked, as the fuzzer "
         f"runs them, at the same batch: {stacked[1]:.0f} samples/s.",
         f"Batch fuzzer over the whole run (all groups, scheduling, replays included): {whole:.0f} samples/s "
@@ -291,10 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{runs[-1].name}: {len(runs[-1].first_hit)} falsified", file=sys.stderr)
     runs.append(batch(bench, args.budget, options, args.device))
     print(f"{runs[-1].name}: {len(runs[-1].first_hit)} falsified", file=sys.stderr)
-    raw = raw_throughput(bench.networks[0], options.batch_for(bench.networks[0]), args.device)
+    raw_batch = group_batches(bench, options)[id(bench.networks[0])]
+    raw = raw_throughput(bench.networks[0], raw_batch, args.device)
     stacked = raw_stacked_throughput(bench, options, args.device)
     steady = steady_ratio(bench, options, args.device)
-    text = report(bench, runs, raw, steady, args, stacked)
+    text = report(bench, runs, raw, steady, args, stacked, raw_batch)
     if args.out:
         args.out.write_text(text)
     print(text)

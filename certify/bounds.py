@@ -385,6 +385,16 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
     return out
 
 
+def _needed_rows(need: torch.Tensor) -> torch.Tensor:
+    """Each domain's needed neurons ``need: [B, n]`` as indices ``[B, R]``, ``R`` the largest
+    count; shorter rows are padded by repeating their first needed neuron (still valid rows)."""
+    counts = need.sum(1)
+    r_max = int(counts.max()) if counts.numel() else 0
+    order = torch.argsort(need.to(torch.int8), dim=1, descending=True, stable=True)[:, :r_max]
+    valid = torch.arange(r_max, device=need.device).unsqueeze(0) < counts.unsqueeze(1)
+    return torch.where(valid, order, order[:, :1].expand(-1, r_max))
+
+
 def _crown_node(network: Network, node: Node, bounds: dict[str, Bounds], user_ops: set[Op],
                 max_rows: int) -> Bounds:
     current = bounds[node.name]
@@ -395,16 +405,11 @@ def _crown_node(network: Network, node: Node, bounds: dict[str, Bounds], user_op
         need = (lower < 0) & (upper > 0)  # [B, n]
     else:
         need = torch.ones_like(lower, dtype=torch.bool)
-    counts = need.sum(1)
-    r_max = int(counts.max()) if counts.numel() else 0
+    rows = _needed_rows(need)
+    r_max = rows.shape[1]
     if r_max == 0:
         return current
     ctx = BackwardContext(bounds)
-    # Each domain's own rows, padded (padding rows repeat a needed neuron: still valid bounds).
-    order = torch.argsort(need.to(torch.int8), dim=1, descending=True, stable=True)[:, :r_max]  # [B, R]
-    first = order[:, :1].expand(-1, r_max)
-    valid = torch.arange(r_max, device=lower.device).unsqueeze(0) < counts.unsqueeze(1)
-    rows = torch.where(valid, order, first)
     for start in range(0, r_max, max_rows):
         idx = rows[:, start:start + max_rows]  # [B, r]
         r = idx.shape[1]
@@ -651,14 +656,10 @@ def alpha_crown_bounds(network: Network, box: Bounds, options: AlphaOptions = Al
         current = out[node.name]
         bsz, n = current.lower.shape[0], node.size
         lower, upper = current.lower.flatten(1), current.upper.flatten(1)
-        need = (lower < 0) & (upper > 0)
-        counts = need.sum(1)
-        r_max = int(counts.max()) if counts.numel() else 0
+        idx = _needed_rows((lower < 0) & (upper > 0))
+        r_max = idx.shape[1]
         if r_max == 0:
             continue
-        order = torch.argsort(need.to(torch.int8), dim=1, descending=True, stable=True)[:, :r_max]
-        valid = torch.arange(r_max, device=lower.device).unsqueeze(0) < counts.unsqueeze(1)
-        idx = torch.where(valid, order, order[:, :1].expand(-1, r_max))  # padding repeats a needed row
         eye = lower.new_zeros(bsz, r_max, n).scatter_(2, idx.unsqueeze(2), 1.0)
         c = torch.cat([eye, -eye], dim=1)
         cut = Network(network.nodes[:k + 1], node.name, network.name)

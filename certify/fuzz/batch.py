@@ -100,7 +100,7 @@ class BatchFuzzer:
             raise ValueError("the problems' networks differ in structure; group them with "
                              "certify.fuzz.group_by_structure first")
         self.net_of = [nets[id(p.network)] for p in problems]
-        self.batch = options.batch_for(self.networks[0])
+        self.batch = options.batch_for(self.networks[0], len(problems))
         self._net64: dict[int, Network] = {}
         self.obj = Objective.of(problems, torch.float32, dev)
         self.rng = Rng(options.seed, dev)
