@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from certify.engines.base import Budget
-from certify.fuzz import BatchFuzzer, FuzzOptions, fuzz_grouped
+from certify.fuzz import BatchFuzzer, FuzzOptions, FuzzStats, fuzz_grouped
 from certify.fuzz.group import group_by_structure
 from certify.fuzz.stack import StackedNetwork, structure_key
 from certify.fuzz.objective import LaneObjective, Objective
@@ -59,6 +59,7 @@ class Bench:
 class Run:
     name: str
     first_hit: dict[int, float] = field(default_factory=dict)  # property -> seconds
+    groups: list[FuzzStats] = field(default_factory=list)  # the batch fuzzer's, per structure group
     passes: int = 0
     samples: int = 0
     seconds: float = 0.0
@@ -149,15 +150,15 @@ def batch(bench: Bench, budget_s: float, options: FuzzOptions, device: str) -> R
     sizes = sorted(set(batches.values()), reverse=True)
     run = Run(f"batch fuzzer (B={'/'.join(map(str, sizes))})")
     start = time.monotonic()
-    outcomes = fuzz_grouped(bench.problems, Budget(start + budget_s, device), options, bench.oracles)
+    stats = run.groups
+    outcomes = fuzz_grouped(bench.problems, Budget(start + budget_s, device), options, bench.oracles, stats)
     run.seconds = time.monotonic() - start
     for o in outcomes:
         if o.first_hit_seconds is not None:
             k = bench.owner[o.index]
             run.first_hit[k] = min(run.first_hit.get(k, math.inf), o.first_hit_seconds)
-        run.samples += o.samples
-        run.passes += o.samples / batches[id(bench.problems[o.index].network)]  # this problem's share
-    run.passes = round(run.passes)
+    run.samples = sum(s.samples for s in stats)
+    run.passes = sum(s.steps for s in stats)
     return run
 
 
@@ -192,12 +193,27 @@ def raw_stacked_throughput(bench: Bench, options: FuzzOptions, device: str, seco
     return len(nets), _raw_rate(stacked, x, device, seconds)
 
 
-def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 5) -> tuple[float, float, float]:
+def whole_run_efficiency(bench: Bench, options: FuzzOptions, run: Run, device: str) -> float:
+    """How close the batch fuzzer's whole run came to the hardware limit: the seconds its
+    lane-samples would take as bare forward+backward passes of each group's stacked networks at
+    the group's full batch, over the seconds the run took (warm-up, scheduling, bookkeeping and
+    replays included)."""
+    bare = 0.0
+    for idx, stats in zip(group_by_structure(bench.problems), run.groups):
+        nets = list({id(bench.problems[i].network): bench.problems[i].network for i in idx}.values())
+        per = max(1, options.batch_for(nets[0], len(idx)) // len(nets))
+        stacked = StackedNetwork(nets, torch.float32, device)
+        rate = _raw_rate(stacked, torch.rand((per * len(nets), *stacked.input_shape), device=device), device, 1.0)
+        bare += stats.samples / rate
+    return bare / run.seconds
+
+
+def steady_ratio(bench: Bench, options: FuzzOptions, device: str, rounds: int = 9) -> tuple[float, float, float]:
     """Interleaved measurement on the first network's properties (unsolvable ones keep the
     fuzzer busy): (fuzzer samples/s, raw samples/s, ratio), best of ``rounds``."""
     net = bench.problems[0].network
     probs = [p for p in bench.problems if p.network is net]
-    f = BatchFuzzer(probs, FuzzOptions(**{**_fields(options), "seed": options.seed + 1}), device)
+    f = BatchFuzzer(probs, FuzzOptions(**{**_fields(options), "seed": options.seed + 1, "first_lanes": None}), device)
     f.run(math.inf, 4)
     fz, rw = [], []
     for _ in range(rounds):
@@ -251,16 +267,18 @@ def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, f
         lines.append(f"| {r.name} | {c} | {tb:.3f} | {tf:.3f} | {speed} |")
     f_rate, r_rate, ratio = steady
     whole = fuzz.samples / fuzz.seconds
+    efficiency = whole_run_efficiency(bench, FuzzOptions(batch=args.batch or None, seed=args.seed), fuzz, args.device)
     lines += [
         "",
         f"Raw batched forward+backward of `{bench.properties[0][0]}` at its fuzzing batch "
         f"{raw_batch}: {raw:.0f} samples/s.",
         f"Raw batched forward+backward of the {stacked[0]} network(s) of that structure stacked, as the fuzzer "
         f"runs them, at the same batch: {stacked[1]:.0f} samples/s.",
-        f"Batch fuzzer over the whole run (all groups, scheduling, replays included): {whole:.0f} samples/s "
-        f"= {whole / raw:.0%} of the single network's raw rate, {whole / stacked[1]:.0%} of the stacked rate.",
+        f"Batch fuzzer over the whole run (all groups, warm-up, scheduling, replays included): {whole:.0f} "
+        f"samples/s; as bare forward+backward passes of each group's (stacked) networks at its full batch "
+        f"its samples would take {efficiency:.0%} of the run's time.",
         f"Steady state on one network (interleaved 1 s rounds, median ratio): fuzzer {f_rate:.0f} samples/s, "
-        f"raw {r_rate:.0f} samples/s (best rounds), ratio {ratio:.0%}.",
+        f"raw {r_rate:.0f} samples/s (best rounds: {f_rate / r_rate:.0%}), median ratio {ratio:.0%}.",
         "",
         "Per property, time to first falsification (s):",
         "",

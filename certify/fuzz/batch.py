@@ -7,8 +7,12 @@ some coordinates pushed to the bound its gradient points to) and then descends t
 signed-gradient steps of ACT's per-dimension size, decaying over the episode's
 ``pgd_steps`` steps.  Every step is one forward and one backward pass of the whole batch.
 Episodes end on a common beat (every ``reset_every`` steps, with staggered lengths) so the
-bookkeeping is amortised; the last point of an episode joins its problem's seed pool.  Lanes
-keep their problem until it is solved, then move to the unsolved problems round-robin.
+bookkeeping is amortised; the last point of an episode joins its problem's seed pool.  On
+low-dimensional inputs episodes are one step long (see
+:func:`certify.fuzz.options.auto_episode`): every pass evaluates fresh starts and feeds the
+pools, and the search is ACT's energy-guided mutation of seeds without descent.  Lanes keep
+their problem until it is solved, then move to the unsolved problems round-robin.  The batch
+starts at ``first_lanes`` lanes per problem and doubles every episode up to its full size.
 
 A lane whose margin drops below zero is a *hit*: it is checked in float64 on the IR or, when
 an oracle is given, replayed in onnxruntime, before the problem counts as falsified; a hit
@@ -100,16 +104,20 @@ class BatchFuzzer:
             raise ValueError("the problems' networks differ in structure; group them with "
                              "certify.fuzz.group_by_structure first")
         self.net_of = [nets[id(p.network)] for p in problems]
-        self.batch = options.batch_for(self.networks[0], len(problems))
+        self.max_batch = options.batch_for(self.networks[0], len(problems))
+        self.batch = self.max_batch if options.first_lanes is None else \
+            min(self.max_batch, max(len(self.networks), options.first_lanes * len(problems)))
         self._net64: dict[int, Network] = {}
+        self._stack = StackedNetwork(self.networks, torch.float32, dev)  # every network, once
         self.obj = Objective.of(problems, torch.float32, dev)
         self.rng = Rng(options.seed, dev)
         P = len(problems)
         self.pool = SeedPool.start(self.obj.lower, self.obj.upper, options.pool, self.rng)
         # Every episode has the same length, so weights are also shares of lane-samples.
         self.weights = torch.tensor(options.weights.as_tuple(), dtype=torch.float32, device=dev)
-        self.beat = options.reset_every
-        self.length = self.beat * max(1, -(-options.pgd_steps // self.beat))  # a multiple of the beat
+        episode = options.episode_for(self.networks[0])
+        self.beat = min(options.reset_every, episode)
+        self.length = self.beat * -(-episode // self.beat)  # a multiple of the beat
         # per problem
         self.solved = torch.zeros(P, dtype=torch.bool, device=dev)
         self.found: list[Counterexample | None] = [None] * P
@@ -117,6 +125,7 @@ class BatchFuzzer:
         self.per_problem = torch.zeros(P, dtype=torch.long, device=dev)
         self.failed_replays = 0
         self.steps = 0
+        self._grown_at = 0
         self.samples = 0
         self.seconds = 0.0
         self._layout()
@@ -136,10 +145,11 @@ class BatchFuzzer:
         self.B = G * self.L
         self.rotate = any(len(ps) > self.L for ps in self.block_problems)
         self.ptrs = [self.L % len(ps) for ps in self.block_problems]
-        self.net = StackedNetwork([self.networks[g] for g in self.block_nets], torch.float32, dev)
+        self.net = self._stack.subset(self.block_nets)
         pid = [ps[j % len(ps)] for ps in self.block_problems for j in range(self.L)]
         self.pid = torch.tensor(pid, dtype=torch.long, device=dev)
         self.lanes = LaneObjective.gather(self.obj, self.pid)
+        self._count_lanes()
         self.x = self.lanes.lower.clone()
         self.step_size = torch.zeros_like(self.x)
         self.left = torch.zeros(self.B, dtype=torch.long, device=dev)
@@ -152,16 +162,29 @@ class BatchFuzzer:
         return all(c is not None for c in self.found)
 
     @property
+    def exhausted(self) -> bool:
+        """Whether ``options.max_samples`` lane-samples are spent."""
+        return self.options.max_samples is not None and self.samples >= self.options.max_samples
+
+    @property
     def stats(self) -> FuzzStats:
         return FuzzStats(self.steps, self.samples, self.seconds)
 
     def run(self, deadline: float, max_steps: int | None = None) -> None:
-        """Step until every problem is falsified, ``deadline`` (monotonic) passes, or
-        ``max_steps`` steps have run."""
+        """Step until every problem is falsified, ``deadline`` (monotonic) passes, ``max_steps``
+        steps have run or ``options.max_samples`` lane-samples are spent.
+
+        While the batch is below its full size it doubles after every episode length of steps
+        (the warm-up of ``options.first_lanes``)."""
         t0 = time.monotonic()
         n = 0
         with torch.no_grad():
-            while not self.done and (max_steps is None or n < max_steps) and time.monotonic() < deadline:
+            while (not self.done and not self.exhausted and (max_steps is None or n < max_steps)
+                   and time.monotonic() < deadline):
+                if self.batch < self.max_batch and self.steps - self._grown_at >= self.length:
+                    self.batch = min(self.max_batch, 2 * self.batch)
+                    self._grown_at = self.steps
+                    self._layout()
                 self._step()
                 n += 1
         self.seconds += time.monotonic() - t0
@@ -192,7 +215,7 @@ class BatchFuzzer:
         x, m = x.detach(), m.detach()
         self.steps += 1
         self.samples += B
-        self.per_problem += torch.bincount(self.pid, minlength=len(self.problems))
+        self.per_problem += self._lanes_per_problem
         hit = m < 0
         solved_now = False
         if bool(hit.any()):
@@ -201,6 +224,11 @@ class BatchFuzzer:
                     all(self.found[i] is not None for i in ps) for ps in self.block_problems):
                 self._layout()  # a network is finished: give its lanes to the others
                 return
+        if self.length == 1:  # one-step episodes: every lane restarts
+            self.pool.insert(self.pid, x, g, m)
+            if not self.done:
+                self.x = self._restart_all()
+            return
         self.left -= 1
         decay = 0.1 + 0.9 * self.left.clamp(min=0).to(x.dtype) / self.length
         x_next = st.pgd(x, g, self.step_size, self.lanes.lower, self.lanes.upper, decay)
@@ -234,22 +262,24 @@ class BatchFuzzer:
             phase = (self.rng.uniform((R,)).to(r.device) * beats).long().clamp_(max=beats - 1)
             self.left[r] = self.beat * (1 + phase) - self.steps % self.beat
             self._staggered = True
-        for k in range(len(st.STRATEGIES)):
-            sel = (strategy == k).nonzero().squeeze(1)
-            if sel.numel() == 0:
-                continue
-            lanes = r[sel]
-            lo, hi = self.lanes.lower[lanes], self.lanes.upper[lanes]
-            if k == st.PGD:
-                start = st.perturb(seed[sel], st.act_step(seed[sel], lo, hi, scale[sel]), lo, hi, self.rng)
-            elif k == st.CORNERS:
-                start = st.corners(grad[sel], lo, hi, self.rng)
-            elif k == st.UNIFORM:
-                start = st.uniform(lo, hi, self.rng)
-            else:
-                start = st.boundary(seed[sel], grad[sel], scale[sel], lo, hi, self.rng)
-            x_next[lanes] = start
-            self.step_size[lanes] = st.act_step(start, lo, hi, scale[sel])
+        lo, hi = self.lanes.lower[r], self.lanes.upper[r]
+        start = st.starts(strategy, seed, grad, scale, lo, hi, self.rng)
+        x_next[r] = start
+        self.step_size[r] = st.act_step(start, lo, hi, scale)
+
+    def _restart_all(self) -> torch.Tensor:
+        """One-step episodes: a fresh start on every lane (as :meth:`_reset`, without gathers,
+        scatters or step sizes, which only descent steps use)."""
+        if self.rotate or bool(self.solved[self.pid].any()):
+            move = torch.arange(self.B, device=self.device)
+            self._reassign(move if self.rotate else move[self.solved[self.pid]])
+        seed, grad, before = self.pool.pick(self.pid, self.rng)
+        strategy = self.rng.choice(self.weights, self.B)
+        scale = st.act_scale(self.options.s0, before)
+        return st.starts(strategy, seed, grad, scale, self.lanes.lower, self.lanes.upper, self.rng)
+
+    def _count_lanes(self) -> None:
+        self._lanes_per_problem = torch.bincount(self.pid, minlength=len(self.problems))
 
     def _reassign(self, lanes: torch.Tensor) -> None:
         """Point ``lanes`` at the next unsolved problems of their blocks."""
@@ -266,6 +296,7 @@ class BatchFuzzer:
         pid = torch.tensor(new, dtype=torch.long, device=self.device)
         self.pid[lanes] = pid
         self.lanes.assign(lanes, self.obj, pid)
+        self._count_lanes()
 
     # -- hits ---------------------------------------------------------------------------
     def _confirm(self, hit: torch.Tensor, m: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -325,6 +356,5 @@ def fuzz_many(problems: Sequence[Problem], budget: Budget, options: FuzzOptions,
     checked in float64 on the IR and reported with ``replayed=False``.
     """
     fuzzer = BatchFuzzer(problems, options, budget.device, oracle_for)
-    max_steps = None if options.max_samples is None else max(1, -(-options.max_samples // fuzzer.batch))
-    fuzzer.run(budget.deadline, max_steps)
+    fuzzer.run(budget.deadline)
     return fuzzer.outcomes()

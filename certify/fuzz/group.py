@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 
 from certify.engines.base import Budget
-from certify.fuzz.batch import BatchFuzzer, FuzzOutcome
+from certify.fuzz.batch import BatchFuzzer, FuzzOutcome, FuzzStats
 from certify.fuzz.options import FuzzOptions
 from certify.fuzz.stack import structure_key
 from certify.instance import Instance
@@ -47,32 +47,31 @@ def _oracle_for(oracles: Sequence[Oracle], idx: list[int]) -> Callable[[int], Or
 
 
 def fuzz_grouped(problems: Sequence[Problem], budget: Budget, options: FuzzOptions,
-                 oracles: Sequence[Oracle] | None = None) -> list[FuzzOutcome]:
+                 oracles: Sequence[Oracle] | None = None, stats: list[FuzzStats] | None = None
+                 ) -> list[FuzzOutcome]:
     """Fuzz ``problems`` over any number of networks under one budget; outcomes in input order.
 
     ``oracles[i]`` (an :class:`~certify.replay.Oracle`) replays problem ``i``'s hits.
-    Times to first falsification count from this call.
+    Times to first falsification count from this call.  Each group's totals are appended to
+    ``stats`` when given.
     """
     start = time.monotonic()
     fuzzers: list[tuple[list[int], BatchFuzzer]] = []
     for idx in group_by_structure(problems):
         oracle_for = None if oracles is None else _oracle_for(oracles, idx)
         fuzzers.append((idx, BatchFuzzer([problems[i] for i in idx], options, budget.device, oracle_for, start)))
-    def limit(f: BatchFuzzer) -> int | None:
-        return None if options.max_samples is None else max(1, -(-options.max_samples // f.batch))
-
-    slice_steps = options.first_slice_steps
+    slice_steps: int | None = options.first_slice_steps
     while not budget.expired:
-        active = [f for _, f in fuzzers if not f.done and (limit(f) is None or f.steps < limit(f))]
+        active = [f for _, f in fuzzers if not f.done and not f.exhausted]
         if not active:
             break
         if len(fuzzers) == 1:
-            slice_steps = limit(active[0])  # one group: no need to interleave
+            slice_steps = None  # one group: no need to interleave
         for f in active:
-            most = limit(f)
-            cap = slice_steps if most is None or slice_steps is None else min(slice_steps, most - f.steps)
-            f.run(budget.deadline, cap)
+            f.run(budget.deadline, slice_steps)
         slice_steps = None if slice_steps is None else slice_steps * 2
+    if stats is not None:
+        stats.extend(f.stats for _, f in fuzzers)
     out: list[FuzzOutcome | None] = [None] * len(problems)
     for idx, f in fuzzers:
         for o in f.outcomes():

@@ -60,7 +60,7 @@ class Objective:
         K = max(len(p.unsafe) for p in problems)
         P = len(problems)
         C = np.zeros((P, S, n_out))
-        b = np.zeros((P, S))
+        b = np.full((P, S), math.inf)  # padding rows: C y - b = -inf never decides a max
         mask = np.full((P, K, S), -math.inf)
         valid = np.zeros((P, K), dtype=bool)
         lows, highs = [], []
@@ -112,7 +112,9 @@ class LaneObjective:
 
     def margin(self, y: torch.Tensor) -> torch.Tensor:
         """Violation margin per lane for outputs ``y: [B, n_out]`` -> ``[B]`` (< 0: a hit)."""
-        rows = torch.bmm(self.C, y.unsqueeze(-1)).squeeze(-1) - self.b  # [B, S]
+        rows = (self.C * y.unsqueeze(1)).sum(dim=-1) - self.b  # [B, S] (faster than a bmm of tiny matrices)
+        if self.mask.shape[1] == 1:  # one disjunct (padding rows are -inf: their b is +inf)
+            return rows.amax(dim=-1)
         disjunct = (rows.unsqueeze(1) + self.mask).amax(dim=-1)  # [B, K]
         disjunct = torch.where(self.valid, disjunct, torch.full_like(disjunct, math.inf))
         return disjunct.amin(dim=-1)

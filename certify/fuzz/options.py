@@ -10,6 +10,10 @@ from typing import Any
 from certify.errors import UsageError
 from certify.network import Network, Op
 
+#: Inputs of at most this many entries get one-step episodes (see :func:`auto_episode`).
+LOW_DIM_INPUTS = 16
+#: Steps per episode on larger inputs.
+HIGH_DIM_EPISODE = 8
 #: An automatic batch makes one pass cost about this many multiply-adds (forward).
 AUTO_BATCH_MACS = 2**28
 AUTO_BATCH_RANGE = (256, 4096)
@@ -46,6 +50,17 @@ def auto_batch(network: Network, problems: int | None = None) -> int:
     return int(min(hi, max(lo, 2 ** round(math.log2(ideal)))))
 
 
+def auto_episode(network: Network) -> int:
+    """Steps per episode when none is set: 1 (every sample a fresh start, no descent) for inputs
+    of at most ``LOW_DIM_INPUTS`` entries, ``HIGH_DIM_EPISODE`` otherwise.  A low-dimensional box is
+    covered faster by sampling and mutating seeds than by descending: on ACAS Xu (5 inputs) the
+    41st violation came after 0.4-0.7 s with one-step episodes, 2-11 s with two-step ones and
+    4-10 s or never (12 s) with 16 steps.  On MNIST-FC (784 inputs) descent is what finds them:
+    the 17th came after 0.3-0.4 s with 8-step episodes, 0.4-0.6 s with 16 and 0.6-1.4 s with one
+    (3 seeds each; the closing note of issue #6 has the runs)."""
+    return 1 if network.input_size <= LOW_DIM_INPUTS else HIGH_DIM_EPISODE
+
+
 @dataclass(frozen=True, slots=True)
 class StrategyWeights:
     """Shares of lane-samples each strategy gets (relative; they need not sum to 1).
@@ -79,28 +94,36 @@ class FuzzOptions:
 
     ``batch``: lanes per forward/backward pass (``None``: :func:`auto_batch` of the network);
     ``pgd_steps``: length of an episode (a start
-    point chosen by a strategy, then signed-gradient descent); ``reset_every``: episodes end
+    point chosen by a strategy, then signed-gradient descent; ``None``: :func:`auto_episode`
+    of the network); ``reset_every``: episodes end
     only every this many steps (the bookkeeping is amortised over them);
     ``s0``: ACT's base step scale (a seed picked for the ``n``-th time gets
     ``s = 1 - (1 - s0)^(n + 1)`` of its distance to the farther bound, per dimension);
     ``pool``: seeds kept per problem; ``max_samples``: stop after this many lane-samples
     (``None``: only the budget stops it); ``first_slice_steps``: steps each network group
-    gets in the first round when several groups share a budget (doubled every round).
+    gets in the first round when several groups share a budget (doubled every round);
+    ``first_lanes``: lanes per problem of the first episodes (the batch then doubles every
+    episode up to ``batch``; ``None``: full batch from the start).  A first sweep with one lane
+    per problem costs a few milliseconds and already finds the easy violations of every problem
+    (MNIST-FC: most of them; ``benchmarks/fuzz.py``).
     """
 
     batch: int | None = None
     weights: StrategyWeights = StrategyWeights()
-    pgd_steps: int = 16
+    pgd_steps: int | None = None
     reset_every: int = 4
     s0: float = 0.1
     pool: int = 16
     seed: int = 0
     max_samples: int | None = None
     first_slice_steps: int = 8
+    first_lanes: int | None = 1
 
     def __post_init__(self) -> None:
-        if min(self.batch or 1, self.pgd_steps, self.reset_every, self.pool, self.first_slice_steps) < 1:
-            raise UsageError("fuzz options batch, pgd_steps, reset_every, pool and first_slice_steps must be >= 1")
+        if min(self.batch or 1, self.pgd_steps or 1, self.reset_every, self.pool, self.first_slice_steps,
+               self.first_lanes or 1) < 1:
+            raise UsageError("fuzz options batch, pgd_steps, reset_every, pool, first_slice_steps and first_lanes "
+                             "must be >= 1")
         if not 0.0 < self.s0 <= 1.0:
             raise UsageError(f"fuzz option s0 must be in (0, 1], got {self.s0}")
 
@@ -108,6 +131,10 @@ class FuzzOptions:
         """Lanes per pass on ``network`` for ``problems`` problems: ``batch``, or
         :func:`auto_batch` when unset."""
         return self.batch if self.batch is not None else auto_batch(network, problems)
+
+    def episode_for(self, network: Network) -> int:
+        """Steps per episode on ``network``: ``pgd_steps``, or :func:`auto_episode` when unset."""
+        return self.pgd_steps if self.pgd_steps is not None else auto_episode(network)
 
     @staticmethod
     def from_mapping(options: Mapping[str, Any]) -> FuzzOptions:

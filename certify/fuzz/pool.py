@@ -42,11 +42,11 @@ class SeedPool:
     def size(self) -> int:
         return self.margin.shape[1]
 
-    def energy(self, pid: torch.Tensor) -> torch.Tensor:
-        """Selection weights of the seeds of problems ``pid: [R]`` -> ``[R, K]`` (rows sum > 0)."""
-        m = self.margin[pid]
+    def energy(self) -> torch.Tensor:
+        """Selection weights of every problem's seeds: ``[P, K]`` (rows sum > 0)."""
+        m = self.margin
         rank = m.argsort(dim=1).argsort(dim=1).to(m.dtype)
-        e = torch.exp(-rank / max(1.0, self.size / 4)) / torch.sqrt(1.0 + self.picks[pid].to(m.dtype))
+        e = torch.exp(-rank / max(1.0, self.size / 4)) / torch.sqrt(1.0 + self.picks.to(m.dtype))
         evaluated = m < EMPTY
         any_evaluated = evaluated.any(dim=1, keepdim=True)
         return torch.where(evaluated | ~any_evaluated, e, torch.zeros_like(e))
@@ -55,16 +55,27 @@ class SeedPool:
         """Pick one seed per entry of ``pid: [R]`` by energy; count the pick.
 
         Returns the seeds ``[R, n]``, their gradients ``[R, n]`` and how often each had been
-        picked before ``[R]``.
+        picked before ``[R]``.  The energies are computed once per problem (``[P, K]``, not per
+        lane) and inverted as one flat CDF: row ``p``'s normalised CDF is offset by ``p``, so the
+        draw ``p + u`` lands in row ``p``.
         """
-        slot = rng.choice(self.energy(pid), 1)
+        P, K = self.margin.shape
+        cdf = self.energy().to(torch.float64).cumsum(dim=1)
+        cdf = cdf / cdf[:, -1:]
+        flat = (cdf + torch.arange(P, device=cdf.device, dtype=cdf.dtype).unsqueeze(1)).reshape(-1)
+        u = rng.uniform(tuple(pid.shape)).to(device=cdf.device, dtype=cdf.dtype) + pid
+        slot = (torch.searchsorted(flat, u, right=True) - pid * K).clamp_(0, K - 1)
         before = self.picks[pid, slot]
         self.picks.index_put_((pid, slot), torch.ones_like(slot), accumulate=True)
         return self.x[pid, slot], self.grad[pid, slot], before
 
     def insert(self, pid: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, margin: torch.Tensor) -> None:
         """Merge candidates (problem ``pid: [R]``, point ``x: [R, n]``, ``grad``, ``margin: [R]``)
-        into the pools, keeping the ``K`` lowest margins of each problem."""
+        into the pools, keeping the ``K`` lowest margins of each problem.
+
+        Only the evicted slots are written (the pools are not kept in order; :meth:`energy`
+        ranks them), so an insertion moves ``O(R n)`` data, not the whole ``[P, K, n]`` pool.
+        """
         P, K, n = self.x.shape
         keep = (margin < self.margin.amax(dim=1)[pid]).nonzero().squeeze(1)  # can enter the pool
         if keep.numel() == 0:
@@ -74,11 +85,15 @@ class SeedPool:
         R = pid.shape[0]
         cand = torch.full((P, R), torch.inf, device=margin.device, dtype=margin.dtype)
         cand[pid, torch.arange(R, device=pid.device)] = torch.nan_to_num(margin, nan=torch.inf)
-        _, idx = torch.cat([self.margin, cand], dim=1).topk(K, dim=1, largest=False)  # [P, K]
-        rows = torch.arange(P, device=idx.device).unsqueeze(1)
-        from_pool = idx < K
-        flat = torch.where(from_pool, rows * K + idx, P * K + (idx - K))
-        self.x = torch.cat([self.x.reshape(P * K, n), x])[flat]
-        self.grad = torch.cat([self.grad.reshape(P * K, n), grad])[flat]
-        self.margin = torch.cat([self.margin, cand], dim=1).gather(1, idx)
-        self.picks = torch.where(from_pool, self.picks.gather(1, idx.clamp(max=K - 1)), torch.zeros_like(idx))
+        _, idx = torch.cat([self.margin, cand], dim=1).topk(K, dim=1, largest=False, sorted=False)  # [P, K]
+        kept = torch.zeros(P, K + R, dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
+        # Row-major, the evicted slots and the entering candidates of each problem are equally
+        # many, so the two lists pair up one to one.
+        slot_p, slot_k = (~kept[:, :K]).nonzero(as_tuple=True)
+        new = kept[:, K:].nonzero(as_tuple=True)[1]
+        if new.numel() == 0:
+            return
+        self.x[slot_p, slot_k] = x[new]
+        self.grad[slot_p, slot_k] = grad[new]
+        self.margin[slot_p, slot_k] = margin[new]
+        self.picks[slot_p, slot_k] = 0

@@ -37,6 +37,7 @@ class StackedNetwork:
         key = structure_key(networks[0])
         if any(structure_key(n) != key for n in networks[1:]):
             raise ValueError("networks of different structure cannot be stacked")
+        self.device = torch.device(device)
         self.networks = tuple(n.to(dtype=dtype, device=device) for n in networks)
         self.template = self.networks[0]
         self.G = len(networks)
@@ -44,6 +45,20 @@ class StackedNetwork:
             {k: torch.stack([net.nodes[i].params[k] for net in self.networks]) for k in node.params}
             for i, node in enumerate(self.template.nodes)
         ]
+
+    def subset(self, indices: Sequence[int]) -> StackedNetwork:
+        """The stack of networks ``indices`` (repeats allowed) from this one's parameters,
+        without converting or comparing the networks again."""
+        out = object.__new__(StackedNetwork)
+        out.networks = tuple(self.networks[i] for i in indices)
+        out.template = self.template
+        out.G = len(out.networks)
+        if out.G == 0:
+            raise ValueError("StackedNetwork needs at least one network")
+        out.device = self.device
+        idx = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
+        out.params = [{k: v.index_select(0, idx) for k, v in p.items()} for p in self.params]
+        return out
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -66,9 +81,8 @@ class StackedNetwork:
         p = self.params[i]
         if node.op is Op.LINEAR:
             w = p["weight"]  # [G, n_in, n_out]
-            y = torch.bmm(x.reshape(G, -1, w.shape[1]), w)
-            if "bias" in p:
-                y = y + p["bias"].unsqueeze(1)
+            xs = x.reshape(G, -1, w.shape[1])
+            y = torch.baddbmm(p["bias"].unsqueeze(1), xs, w) if "bias" in p else torch.bmm(xs, w)
             return y.reshape(*x.shape[:-1], w.shape[2])
         if node.op is Op.AFFINE:
             xs = x.reshape(G, -1, *x.shape[1:])

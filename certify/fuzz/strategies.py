@@ -14,6 +14,8 @@ from certify.fuzz.rng import Rng
 #: Strategy names, in the order of :meth:`certify.fuzz.options.StrategyWeights.as_tuple`.
 STRATEGIES: tuple[str, ...] = ("pgd", "corners", "uniform", "boundary")
 PGD, CORNERS, UNIFORM, BOUNDARY = range(4)
+#: :func:`starts` on at most this many lane-coordinates computes every strategy on every lane.
+FUSE_ELEMENTS = 2**16
 
 
 def project(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
@@ -34,17 +36,58 @@ def act_step(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, scale: t
     return scale.unsqueeze(-1) * torch.maximum(x - lower, upper - x)
 
 
-def uniform(lower: torch.Tensor, upper: torch.Tensor, rng: Rng) -> torch.Tensor:
-    """A uniform sample of each lane's box."""
-    u = rng.uniform(tuple(lower.shape)).to(lower.dtype)
-    return project(lower + (upper - lower) * u, lower, upper)
+def starts(strategy: torch.Tensor, seed: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor,
+           lower: torch.Tensor, upper: torch.Tensor, rng: Rng) -> torch.Tensor:
+    """Episode starts for lanes whose strategies are ``strategy: [B]`` (indices into
+    :data:`STRATEGIES`), given each lane's energy-picked ``seed``, the margin's gradient
+    ``grad`` there, and ACT's step ``scale: [B]``:
+
+    - ``pgd``: the seed moved by a uniform offset in ``[-step, step]`` per dimension, ``step``
+      being ACT's :func:`act_step` (then descended like every episode);
+    - ``uniform``: a uniform sample of the box;
+    - ``corners``: a vertex of the box: for half of these lanes (at random) the vertex the seed's
+      gradient points down to, for the others a uniformly random vertex;
+    - ``boundary``: the seed with each coordinate, with probability ``scale``, pushed to the
+      bound that descends the margin.
+
+    ``pgd`` and ``uniform`` are both ``a + b * u`` (:func:`_sampled`); ``corners`` is ``boundary``
+    with every coordinate moved (:func:`_pushed`).  Small batches compute both families on every
+    lane and select (a few whole-batch ops beat gathers there); large ones compute each family
+    on its own lanes.  Every result is projected.
+    """
+    pushed = (strategy == CORNERS) | (strategy == BOUNDARY)
+    if strategy.numel() * seed.shape[-1] <= FUSE_ELEMENTS:
+        x = torch.where(pushed.unsqueeze(-1), _pushed(strategy, seed, grad, scale, lower, upper, rng),
+                        _sampled(strategy, seed, scale, lower, upper, rng))
+        return project(x, lower, upper)
+    x = torch.empty_like(seed)
+    for family, lanes in ((True, pushed.nonzero().squeeze(1)), (False, (~pushed).nonzero().squeeze(1))):
+        if lanes.numel():
+            k, lo, hi = strategy[lanes], lower[lanes], upper[lanes]
+            x[lanes] = (_pushed(k, seed[lanes], grad[lanes], scale[lanes], lo, hi, rng) if family
+                        else _sampled(k, seed[lanes], scale[lanes], lo, hi, rng))
+    return project(x, lower, upper)
 
 
-def perturb(x: torch.Tensor, step: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-            rng: Rng) -> torch.Tensor:
-    """``x`` moved by a uniform random offset in ``[-step, step]`` per dimension."""
-    u = rng.uniform(tuple(x.shape)).to(x.dtype)
-    return project(x + step * (2.0 * u - 1.0), lower, upper)
+def _sampled(strategy: torch.Tensor, seed: torch.Tensor, scale: torch.Tensor, lower: torch.Tensor,
+             upper: torch.Tensor, rng: Rng) -> torch.Tensor:
+    """``pgd`` lanes: ``seed - step + 2 step u``; the others: ``lower + (upper - lower) u``."""
+    is_pgd = (strategy == PGD).unsqueeze(-1)
+    step = act_step(seed, lower, upper, scale)
+    return torch.addcmul(torch.where(is_pgd, seed - step, lower), torch.where(is_pgd, 2.0 * step, upper - lower),
+                         rng.uniform(tuple(seed.shape)).to(device=seed.device, dtype=seed.dtype))
+
+
+def _pushed(strategy: torch.Tensor, seed: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor,
+            lower: torch.Tensor, upper: torch.Tensor, rng: Rng) -> torch.Tensor:
+    """``corners`` lanes: every coordinate at a bound (half of the lanes guided by ``grad``);
+    the others (``boundary``): each coordinate of ``seed`` moved there with probability ``scale``."""
+    corner = (strategy == CORNERS).unsqueeze(-1)
+    unguided = corner & rng.coins(tuple(seed.shape[:1])).to(seed.device).unsqueeze(-1)
+    bound = _descent_bound(torch.where(unguided, torch.zeros_like(grad), grad), lower, upper, rng)
+    move_p = torch.where(corner, 1.0, scale.unsqueeze(-1))  # [B, 1]
+    move = rng.uniform(tuple(seed.shape)).to(seed.device) < move_p
+    return torch.where(move, bound, seed)
 
 
 def pgd(x: torch.Tensor, grad: torch.Tensor, step: torch.Tensor, lower: torch.Tensor,
@@ -68,20 +111,3 @@ def _descent_bound(grad: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
     g = torch.nan_to_num(grad)
     up = torch.where(g == 0, coin, g < 0)
     return torch.where(up, upper, lower)
-
-
-def corners(grad: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-            rng: Rng) -> torch.Tensor:
-    """A vertex of each lane's box: for half of the lanes (at random) the vertex the gradient
-    ``grad`` points down to, for the others a uniformly random vertex."""
-    guided = rng.coins(tuple(grad.shape[:1])).to(grad.device)
-    g = torch.where(guided.unsqueeze(-1), grad, torch.zeros_like(grad))
-    return _descent_bound(g, lower, upper, rng)
-
-
-def boundary(x: torch.Tensor, grad: torch.Tensor, scale: torch.Tensor, lower: torch.Tensor,
-             upper: torch.Tensor, rng: Rng) -> torch.Tensor:
-    """``x`` with each coordinate, with probability ``scale`` (``[B]``), pushed to the bound
-    that descends the margin."""
-    move = rng.uniform(tuple(x.shape)).to(x.device) < scale.unsqueeze(-1)
-    return project(torch.where(move, _descent_bound(grad, lower, upper, rng), x), lower, upper)

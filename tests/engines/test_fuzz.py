@@ -17,6 +17,7 @@ from certify.engines.base import Budget
 from certify.engines.registry import make_engine
 from certify.fuzz import BatchFuzzer, FuzzOptions, fuzz_grouped, fuzz_instances, fuzz_many
 from certify.fuzz import strategies as st
+from certify.fuzz.pool import SeedPool
 from certify.fuzz.objective import float32_box
 from certify.fuzz.rng import Rng
 from certify.instance import Instance
@@ -107,21 +108,69 @@ def test_strategies_respect_boxes_exactly(pairs, seed, s0) -> None:
     hi = torch.as_tensor(hi32).expand(B, -1).contiguous()
     rng = Rng(seed)
     g = torch.Generator().manual_seed(seed)
-    x = st.uniform(lo, hi, rng)
+    x = lo + (hi - lo) * torch.rand(lo.shape, generator=g)
     grad = torch.randn(lo.shape, generator=g) * (torch.rand(lo.shape, generator=g) < 0.7)
     scale = st.act_scale(s0, torch.randint(0, 5, (B,), generator=g))
     step = st.act_step(x, lo, hi, scale)
     far = x + 1e6 * torch.randn(lo.shape, generator=g)
-    outs = [x, st.pgd(x, grad, step * 50, lo, hi), st.pgd(x, grad, step, lo, hi, torch.rand(B, generator=g)),
-            st.perturb(x, step * 3, lo, hi, rng), st.corners(grad, lo, hi, rng),
-            st.boundary(x, grad, scale, lo, hi, rng), st.project(far, lo, hi)]
+
+    def each(k: int) -> torch.Tensor:  # every lane on strategy k
+        return st.starts(torch.full((B,), k), x, grad, scale, lo, hi, rng)
+
+    mixed = st.starts(torch.randint(0, len(st.STRATEGIES), (B,), generator=g), x, grad, scale, lo, hi, rng)
+    outs = [st.pgd(x, grad, step * 50, lo, hi), st.pgd(x, grad, step, lo, hi, torch.rand(B, generator=g)),
+            st.project(far, lo, hi), mixed] + [each(k) for k in range(len(st.STRATEGIES))]
     for out in outs:
         assert out.dtype == torch.float32
         assert bool(((out >= lo) & (out <= hi)).all())
         out64 = out.double().numpy()
         assert np.all(out64 >= lo64) and np.all(out64 <= hi64)  # inside the float64 box, too
-    corner = outs[4]
-    assert bool(((corner == lo) | (corner == hi)).all())
+    pgd, corners, uniform, boundary = (outs[4 + k] for k in (st.PGD, st.CORNERS, st.UNIFORM, st.BOUNDARY))
+    assert bool(((corners == lo) | (corners == hi)).all())
+    # pgd moves each coordinate by at most ACT's step; boundary only moves coordinates to a bound
+    assert bool(((pgd - x).abs() <= step * (1 + 1e-6) + 1e-6 * (hi - lo).abs()).all())
+    assert bool(((boundary == x) | (boundary == lo) | (boundary == hi)).all())
+    # with scale 1 every coordinate of a boundary start is at a bound; with scale 0 none moves
+    full = st.starts(torch.full((B,), st.BOUNDARY), x, grad, torch.ones(B), lo, hi, rng)
+    assert bool(((full == lo) | (full == hi)).all())
+    assert torch.equal(st.starts(torch.full((B,), st.BOUNDARY), x, grad, torch.zeros(B), lo, hi, rng), x)
+
+
+def test_uniform_starts_cover_the_box() -> None:
+    lo, hi = torch.zeros(4000, 2), torch.tensor([1.0, 10.0]).expand(4000, 2).contiguous()
+    u = st.starts(torch.full((4000,), st.UNIFORM), lo, torch.zeros_like(lo), torch.zeros(4000), lo, hi, Rng(1))
+    for d, width in enumerate((1.0, 10.0)):
+        counts = torch.histc(u[:, d], bins=4, min=0.0, max=width)
+        assert bool((counts > 800).all()) and bool((counts < 1200).all())
+
+
+def test_categorical_draws_follow_their_weights() -> None:
+    rng = Rng(3)
+    draws = rng.choice(torch.tensor([0.2, 0.0, 0.5, 0.3]), 20000)
+    freq = torch.bincount(draws, minlength=4).double() / 20000
+    assert float(freq[1]) == 0.0
+    assert torch.allclose(freq, torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=torch.float64), atol=0.02)
+
+
+def test_seed_pool_keeps_best_sorted_and_picks_within_each_problem() -> None:
+    P, K, n = 3, 8, 2
+    rng = Rng(5)
+    lower, upper = torch.zeros(P, n), torch.ones(P, n)
+    pool = SeedPool.start(lower, upper, K, rng)
+    # problem p's candidates have margins p*100 + j; they sit at x = (p, j)
+    pid = torch.arange(P).repeat_interleave(20)
+    j = torch.arange(20).repeat(P).float()
+    x = torch.stack([pid.float(), j], dim=1)
+    perm = torch.randperm(P * 20, generator=torch.Generator().manual_seed(0))
+    pool.insert(pid[perm], x[perm], torch.zeros_like(x), (pid.float() * 100 + j)[perm])
+    best = (torch.arange(P).float() * 100).unsqueeze(1) + torch.arange(K).float()
+    assert torch.equal(pool.margin.sort(dim=1).values, best)
+    assert torch.equal(pool.x[:, :, 1], pool.margin - (torch.arange(P).float() * 100).unsqueeze(1))  # rows moved whole
+    seeds, _, before = pool.pick(torch.tensor([2, 0, 1] * 2000), rng)
+    assert torch.equal(seeds[:, 0], torch.tensor([2.0, 0.0, 1.0] * 2000))  # each lane's own problem
+    assert bool((before >= 0).all()) and int(pool.picks.sum()) == 6000
+    rank = torch.bincount(seeds[:, 1].long(), minlength=K)
+    assert int(rank[0]) > int(rank[K // 2]) > int(rank[K - 1]) > 0  # better seeds are picked more
 
 
 def test_act_scale_grows_towards_one() -> None:
