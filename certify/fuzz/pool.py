@@ -74,7 +74,8 @@ class SeedPool:
         into the pools, keeping the ``K`` lowest margins of each problem.
 
         Only the evicted slots are written (the pools are not kept in order; :meth:`energy`
-        ranks them), so an insertion moves ``O(R n)`` data, not the whole ``[P, K, n]`` pool.
+        ranks them), so an insertion moves ``O(R n)`` data, not the whole ``[P, K, n]`` pool,
+        and compares ``O(P K)`` margins after one sort of the candidates.
         """
         P, K, n = self.x.shape
         keep = (margin < self.margin.amax(dim=1)[pid]).nonzero().squeeze(1)  # can enter the pool
@@ -82,15 +83,24 @@ class SeedPool:
             return
         if keep.numel() < pid.numel():
             pid, x, grad, margin = pid[keep], x[keep], grad[keep], margin[keep]
-        R = pid.shape[0]
-        cand = torch.full((P, R), torch.inf, device=margin.device, dtype=margin.dtype)
-        cand[pid, torch.arange(R, device=pid.device)] = torch.nan_to_num(margin, nan=torch.inf)
+        # At most K candidates per problem can enter: each problem's best K, in a [P, K] table.
+        order = torch.argsort(margin)
+        order = order[torch.argsort(pid[order], stable=True)]  # by problem, best first
+        by_problem = pid[order]
+        counts = torch.bincount(by_problem, minlength=P)
+        pos = torch.arange(order.numel(), device=pid.device) - (torch.cumsum(counts, 0) - counts)[by_problem]
+        first = pos < K
+        order, by_problem, pos = order[first], by_problem[first], pos[first]
+        cand = torch.full((P, K), torch.inf, device=margin.device, dtype=margin.dtype)
+        cand[by_problem, pos] = torch.nan_to_num(margin[order], nan=torch.inf)
+        source = torch.full((P, K), -1, dtype=torch.long, device=pid.device)
+        source[by_problem, pos] = order
         _, idx = torch.cat([self.margin, cand], dim=1).topk(K, dim=1, largest=False, sorted=False)  # [P, K]
-        kept = torch.zeros(P, K + R, dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
+        kept = torch.zeros(P, 2 * K, dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
         # Row-major, the evicted slots and the entering candidates of each problem are equally
         # many, so the two lists pair up one to one.
         slot_p, slot_k = (~kept[:, :K]).nonzero(as_tuple=True)
-        new = kept[:, K:].nonzero(as_tuple=True)[1]
+        new = source[kept[:, K:]]
         if new.numel() == 0:
             return
         self.x[slot_p, slot_k] = x[new]
