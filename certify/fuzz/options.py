@@ -54,10 +54,11 @@ def auto_episode(network: Network) -> int:
     """Steps per episode when none is set: 1 (every sample a fresh start, no descent) for inputs
     of at most ``LOW_DIM_INPUTS`` entries, ``HIGH_DIM_EPISODE`` otherwise.  A low-dimensional box is
     covered faster by sampling and mutating seeds than by descending: on ACAS Xu (5 inputs) the
-    41st violation came after 0.4-0.7 s with one-step episodes, 2-11 s with two-step ones and
-    4-10 s or never (12 s) with 16 steps.  On MNIST-FC (784 inputs) descent is what finds them:
-    the 17th came after 0.3-0.4 s with 8-step episodes, 0.4-0.6 s with 16 and 0.6-1.4 s with one
-    (3 seeds each; the closing note of issue #6 has the runs)."""
+    41st violation came after 0.4-1.4 s with one-step episodes, 1.9-11.5 s with two-step ones,
+    4-8 s or not within 12 s with 8-step ones and not within 12 s with 16-step ones.  On MNIST-FC
+    (784 inputs) descent is what finds them: the 17th came after 0.3-0.5 s with 8-step episodes,
+    0.4-0.6 s with 16 and 0.6-1.4 s with one (3 seeds each; the closing note of issue #6 has
+    the runs)."""
     return 1 if network.input_size <= LOW_DIM_INPUTS else HIGH_DIM_EPISODE
 
 
