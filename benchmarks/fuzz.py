@@ -23,6 +23,7 @@ first network at the same batch size (median ratio of back-to-back window pairs)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import math
 import statistics
@@ -37,7 +38,7 @@ import torch
 from certify.engines.base import Budget
 from certify.fuzz import BatchFuzzer, FuzzOptions, FuzzStats, fuzz_grouped
 from certify.fuzz.group import group_by_structure
-from certify.fuzz.stack import StackedNetwork, structure_key
+from certify.fuzz.stack import StackedNetwork
 from certify.fuzz.objective import LaneObjective, Objective
 from certify.io.onnx import load_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems
@@ -182,30 +183,29 @@ def raw_throughput(net: Network, batch_size: int, device: str, seconds: float = 
     return _raw_rate(net, torch.rand((batch_size, *net.input_shape), device=device), device, seconds)
 
 
-def raw_stacked_throughput(bench: Bench, options: FuzzOptions, device: str, seconds: float = 2.0) -> tuple[int, float]:
-    """Lane-samples per second of a bare forward+backward pass of all the first network's
-    structure-mates stacked (:class:`certify.fuzz.stack.StackedNetwork`, lanes split evenly), the
-    computation the fuzzer's whole run actually performs: (networks stacked, samples/s)."""
-    key = structure_key(bench.networks[0])
-    nets = [n for n in bench.networks if structure_key(n) == key]
-    per = max(1, group_batches(bench, options)[id(nets[0])] // len(nets))
+def group_rate(bench: Bench, idx: Sequence[int], options: FuzzOptions, device: str, seconds: float) -> float:
+    """Lane-samples per second of bare forward+backward passes of the networks of the structure
+    group ``idx`` stacked (:class:`certify.fuzz.stack.StackedNetwork`) at the group's full batch,
+    lanes split evenly: the computation the fuzzer runs for that group."""
+    nets = list({id(bench.problems[i].network): bench.problems[i].network for i in idx}.values())
+    per = max(1, options.batch_for(nets[0], len(idx)) // len(nets))
     stacked = StackedNetwork(nets, torch.float32, device)
-    x = torch.rand((per * len(nets), *stacked.input_shape), device=device)
-    return len(nets), _raw_rate(stacked, x, device, seconds)
+    return _raw_rate(stacked, torch.rand((per * len(nets), *stacked.input_shape), device=device), device, seconds)
+
+
+def raw_stacked_throughput(bench: Bench, options: FuzzOptions, device: str, seconds: float = 2.0) -> tuple[int, float]:
+    """:func:`group_rate` of the first network's group: (networks stacked, samples/s)."""
+    first = group_by_structure(bench.problems)[0]
+    return len({id(bench.problems[i].network) for i in first}), group_rate(bench, first, options, device, seconds)
 
 
 def whole_run_efficiency(bench: Bench, options: FuzzOptions, run: Run, device: str) -> float:
     """How close the batch fuzzer's whole run came to the hardware limit: the seconds its
     lane-samples would take as bare forward+backward passes of each group's stacked networks at
-    the group's full batch, over the seconds the run took (warm-up, scheduling, bookkeeping and
-    replays included)."""
-    bare = 0.0
-    for idx, stats in zip(group_by_structure(bench.problems), run.groups):
-        nets = list({id(bench.problems[i].network): bench.problems[i].network for i in idx}.values())
-        per = max(1, options.batch_for(nets[0], len(idx)) // len(nets))
-        stacked = StackedNetwork(nets, torch.float32, device)
-        rate = _raw_rate(stacked, torch.rand((per * len(nets), *stacked.input_shape), device=device), device, 1.0)
-        bare += stats.samples / rate
+    the group's full batch (:func:`group_rate`), over the seconds the run took (warm-up,
+    scheduling, bookkeeping and replays included)."""
+    bare = sum(stats.samples / group_rate(bench, idx, options, device, 1.0)
+               for idx, stats in zip(group_by_structure(bench.problems), run.groups))
     return bare / run.seconds
 
 
@@ -218,7 +218,7 @@ def steady_ratio(bench: Bench, options: FuzzOptions, device: str, pairs: int = 2
     the robust figure: (median fuzzer samples/s, median raw samples/s, median pair ratio)."""
     net = bench.problems[0].network
     probs = [p for p in bench.problems if p.network is net]
-    f = BatchFuzzer(probs, FuzzOptions(**{**_fields(options), "seed": options.seed + 1, "first_lanes": None}), device)
+    f = BatchFuzzer(probs, dataclasses.replace(options, seed=options.seed + 1, first_lanes=None), device)
     f.run(math.inf, 8)
     net32 = net.to(torch.float32, device)
     x = torch.rand((f.B, *net32.input_shape), device=device)
@@ -233,16 +233,12 @@ def steady_ratio(bench: Bench, options: FuzzOptions, device: str, pairs: int = 2
     return statistics.median(fz), statistics.median(rw), ratio
 
 
-def _fields(options: FuzzOptions) -> dict:
-    return {f: getattr(options, f) for f in options.__dataclass_fields__}
-
-
 def time_to_count(first_hit: dict[int, float], count: int) -> float:
     times = sorted(first_hit.values())
     return times[count - 1] if 0 < count <= len(times) else math.inf
 
 
-def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, float, float],
+def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, float, float], efficiency: float,
            args: argparse.Namespace, stacked: tuple[int, float], raw_batch: int) -> str:
     sat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "sat"}
     unsat = {k for k, p in enumerate(bench.properties) if bench.expected.get(p) == "unsat"}
@@ -274,7 +270,6 @@ def report(bench: Bench, runs: Sequence[Run], raw: float, steady: tuple[float, f
         lines.append(f"| {r.name} | {c} | {tb:.3f} | {tf:.3f} | {speed} |")
     f_rate, r_rate, ratio = steady
     whole = fuzz.samples / fuzz.seconds
-    efficiency = whole_run_efficiency(bench, FuzzOptions(batch=args.batch or None, seed=args.seed), fuzz, args.device)
     lines += [
         "",
         f"Raw batched forward+backward of `{bench.properties[0][0]}` at its fuzzing batch "
@@ -327,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = raw_throughput(bench.networks[0], raw_batch, args.device)
     stacked = raw_stacked_throughput(bench, options, args.device)
     steady = steady_ratio(bench, options, args.device)
-    text = report(bench, runs, raw, steady, args, stacked, raw_batch)
+    efficiency = whole_run_efficiency(bench, options, runs[-1], args.device)
+    text = report(bench, runs, raw, steady, efficiency, args, stacked, raw_batch)
     if args.out:
         args.out.write_text(text)
     print(text)

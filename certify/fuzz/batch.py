@@ -154,7 +154,7 @@ class BatchFuzzer:
         self.step_size = torch.zeros_like(self.x)
         self.left = torch.zeros(self.B, dtype=torch.long, device=dev)
         self._staggered = False
-        self._reset(torch.arange(self.B, device=dev), self.x, reassign=False)
+        self._reset(None, self.x, reassign=False)
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -227,7 +227,8 @@ class BatchFuzzer:
         if self.length == 1:  # one-step episodes: every lane restarts
             self.pool.insert(self.pid, x, g, m)
             if not self.done:
-                self.x = self._restart_all()
+                self.x = torch.empty_like(x)  # not in place: confirmed hits keep views of ``x``
+                self._reset(None, self.x)
             return
         self.left -= 1
         decay = 0.1 + 0.9 * self.left.clamp(min=0).to(x.dtype) / self.length
@@ -241,42 +242,42 @@ class BatchFuzzer:
                     self._reset(r, x_next)
         self.x = x_next
 
-    def _reset(self, r: torch.Tensor, x_next: torch.Tensor, reassign: bool = True) -> None:
-        """Start a new episode on lanes ``r``: strategy by weight, energy-picked seed.  With
-        ``reassign``, lanes of solved problems (all lanes, when a block has more problems than
-        lanes) first move on to their block's next unsolved problems, round-robin.  Writes the
-        lanes' first points into ``x_next``."""
-        R = r.shape[0]
+    def _reset(self, r: torch.Tensor | None, x_next: torch.Tensor, reassign: bool = True) -> None:
+        """Start a new episode on lanes ``r`` (``None``: every lane, without gathers or
+        scatters): strategy by weight, energy-picked seed.  With ``reassign``, lanes of solved
+        problems (all lanes, when a block has more problems than lanes) first move on to their
+        block's next unsolved problems, round-robin.  Writes the lanes' first points into
+        ``x_next``; one-step episodes skip the step sizes, which only descent steps use."""
+        every = r is None
+        lanes = torch.arange(self.B, device=self.device) if every else r
+        R = lanes.shape[0]
         if reassign:
-            move = r if self.rotate else r[self.solved[self.pid[r]]]
+            move = lanes if self.rotate else lanes[self.solved[self.pid[lanes]]]
             if move.numel():
                 self._reassign(move)
-        pid = self.pid[r]
+        pid = self.pid if every else self.pid[lanes]
         seed, grad, before = self.pool.pick(pid, self.rng)
         scale = st.act_scale(self.options.s0, before)
         strategy = self.rng.choice(self.weights, R)
         if self._staggered:
-            self.left[r] = self.length
+            self.left[lanes] = self.length
         else:  # the first episodes end on staggered beats, so resets spread evenly over time
             beats = self.length // self.beat
-            phase = (self.rng.uniform((R,)).to(r.device) * beats).long().clamp_(max=beats - 1)
-            self.left[r] = self.beat * (1 + phase) - self.steps % self.beat
+            phase = (self.rng.uniform((R,)).to(lanes.device) * beats).long().clamp_(max=beats - 1)
+            self.left[lanes] = self.beat * (1 + phase) - self.steps % self.beat
             self._staggered = True
-        lo, hi = self.lanes.lower[r], self.lanes.upper[r]
+        lo, hi = (self.lanes.lower, self.lanes.upper) if every else (self.lanes.lower[lanes], self.lanes.upper[lanes])
         start = st.starts(strategy, seed, grad, scale, lo, hi, self.rng)
-        x_next[r] = start
-        self.step_size[r] = st.act_step(start, lo, hi, scale)
-
-    def _restart_all(self) -> torch.Tensor:
-        """One-step episodes: a fresh start on every lane (as :meth:`_reset`, without gathers,
-        scatters or step sizes, which only descent steps use)."""
-        if self.rotate or bool(self.solved[self.pid].any()):
-            move = torch.arange(self.B, device=self.device)
-            self._reassign(move if self.rotate else move[self.solved[self.pid]])
-        seed, grad, before = self.pool.pick(self.pid, self.rng)
-        strategy = self.rng.choice(self.weights, self.B)
-        scale = st.act_scale(self.options.s0, before)
-        return st.starts(strategy, seed, grad, scale, self.lanes.lower, self.lanes.upper, self.rng)
+        if every:
+            x_next.copy_(start)
+        else:
+            x_next[lanes] = start
+        if self.length > 1:
+            step = st.act_step(start, lo, hi, scale)
+            if every:
+                self.step_size = step
+            else:
+                self.step_size[lanes] = step
 
     def _count_lanes(self) -> None:
         self._lanes_per_problem = torch.bincount(self.pid, minlength=len(self.problems))

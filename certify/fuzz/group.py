@@ -60,13 +60,12 @@ def fuzz_grouped(problems: Sequence[Problem], budget: Budget, options: FuzzOptio
     for idx in group_by_structure(problems):
         oracle_for = None if oracles is None else _oracle_for(oracles, idx)
         fuzzers.append((idx, BatchFuzzer([problems[i] for i in idx], options, budget.device, oracle_for, start)))
-    slice_steps: int | None = options.first_slice_steps
+    # one group: no need to interleave
+    slice_steps = None if len(fuzzers) == 1 else options.first_slice_steps
     while not budget.expired:
         active = [f for _, f in fuzzers if not f.done and not f.exhausted]
         if not active:
             break
-        if len(fuzzers) == 1:
-            slice_steps = None  # one group: no need to interleave
         for f in active:
             f.run(budget.deadline, slice_steps)
         slice_steps = None if slice_steps is None else slice_steps * 2

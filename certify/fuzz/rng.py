@@ -35,14 +35,11 @@ class Rng:
         return torch.rand(shape, generator=self.torch, device=self.device) < 0.5
 
     def choice(self, weights: torch.Tensor, n: int) -> torch.Tensor:
-        """``n`` draws (with replacement) from the categorical ``weights: [K]`` -> ``[n]`` (long);
-        with ``weights: [R, K]``, one draw per row -> ``[R]``.  Inverse-CDF sampling on
-        :meth:`uniform` draws (``torch.multinomial`` cost the fuzzer a fifth of its time with
-        one-step episodes); zero weights are never drawn."""
-        rows = weights.reshape(-1, weights.shape[-1])
-        cdf = rows.to(torch.float64).cumsum(dim=1)
-        draws = n if weights.dim() == 1 else 1
-        u = self.uniform((rows.shape[0], draws)).to(device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-        # the number of CDF steps at or below each draw (a compare per category beats a
-        # binary search for the few categories drawn here)
-        return (u.unsqueeze(-1) >= cdf[:, :-1].unsqueeze(1)).sum(dim=-1).reshape(-1)
+        """``n`` draws (with replacement) from the categorical ``weights: [K]`` -> ``[n]`` (long).
+        Inverse-CDF sampling on :meth:`uniform` draws (``torch.multinomial`` cost the fuzzer a
+        tenth of its time with one-step episodes); zero weights are never drawn."""
+        cdf = weights.to(torch.float64).cumsum(dim=0)
+        u = self.uniform((n,)).to(device=cdf.device, dtype=cdf.dtype) * cdf[-1]
+        # the number of CDF steps at or below each draw (a compare per category beats a binary
+        # search for the few categories drawn here)
+        return (u.unsqueeze(-1) >= cdf[:-1]).sum(dim=-1)
