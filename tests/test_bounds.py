@@ -94,6 +94,11 @@ def check_sound(net: Network, center: torch.Tensor, box: Bounds, radius: float, 
     shared, _ = alpha_crown_objective(net, b_crown, c, AlphaOptions(iterations=8, shared=True))
     assert torch.all(shared.lower[0] <= true_min + TOL)
     assert torch.all(shared.lower[0] >= lo_crown - TOL)
+    if c.dtype == torch.float64:  # slopes searched in float32, the bound computed in float64
+        cast, _ = alpha_crown_objective(net, b_crown, c, AlphaOptions(iterations=8, search_dtype=torch.float32))
+        assert cast.lower.dtype == torch.float64 and cast.A.dtype == torch.float64
+        assert torch.all(cast.lower[0] <= true_min + TOL)
+        assert torch.all(cast.lower[0] >= lo_crown)  # per row, never looser than CROWN
     assert torch.all(lo_ibp <= true_min + TOL)
     assert torch.all(lo_crown <= true_min + TOL)
     assert torch.all(lo_alpha <= true_min + TOL)
@@ -162,16 +167,18 @@ def test_batched_boxes_match_single_boxes() -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), radius=st.floats(0.05, 2.0), depth=st.integers(2, 4), width=st.integers(3, 12))
+@given(seed=st.integers(0, 10_000), radius=st.floats(0.05, 2.0), depth=st.integers(2, 4), width=st.integers(3, 12),
+       search32=st.booleans())
 def test_alpha_crown_intermediate_bounds_are_sound_and_never_looser(seed: int, radius: float, depth: int,
-                                                                    width: int) -> None:
+                                                                    width: int, search32: bool) -> None:
     from certify.bounds import alpha_crown_bounds
 
     net = dense_net(seed, [3] + [width] * depth + [2], Op.RELU)
     center, box = random_box(seed, (3,), radius)
     values = net.forward_all(samples(center, radius, 400, seed))
     crown = crown_bounds(net, box)
-    tight = alpha_crown_bounds(net, box, AlphaOptions(iterations=10), crown)
+    options = AlphaOptions(iterations=10, search_dtype=torch.float32 if search32 else None)
+    tight = alpha_crown_bounds(net, box, options, crown)
     for name, b in tight.items():
         v = values[name].flatten(1)
         assert torch.all(b.lower.flatten(1)[0] <= v.min(0).values + TOL), name

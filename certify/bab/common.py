@@ -37,6 +37,11 @@ class BaBOptions:
     intermediate: input mode's intermediate bounds per sub-box: ``crown`` (recomputed),
         ``reuse`` (the parent's, intersected with IBP) or ``two-stage`` (reuse, then CROWN for
         the sub-boxes that were not proved).
+    tighten_iterations: input mode tightens the intermediate bounds of sub-boxes CROWN did not
+        prove by this many alpha-CROWN iterations per layer (0: never); their children inherit
+        them.  Only sub-boxes with at least ``tighten_unstable`` unstable ReLUs, at every
+        ``tighten_every``-th depth, with slopes searched in float32 when ``tighten_float32``
+        (the bound itself is computed in ``dtype``) and step ``lr_tighten``.
     beta_iterations: joint alpha/beta iterations per batch in ReLU mode.
     intermediate_alpha_iterations: ReLU mode tightens the root's intermediate bounds (which every
         domain inherits) with this many alpha-CROWN iterations per layer (0: plain CROWN).
@@ -55,6 +60,11 @@ class BaBOptions:
     alpha_iterations: int = 20
     branch_alpha_iterations: int = 0
     intermediate: str = "crown"
+    tighten_iterations: int = 5
+    tighten_unstable: int = 32
+    tighten_every: int = 2
+    tighten_float32: bool = True
+    lr_tighten: float = 0.5
     beta_iterations: int = 24
     intermediate_alpha_iterations: int = 20
     lr_alpha: float = 0.25
@@ -76,6 +86,8 @@ class BaBOptions:
                              f"not {self.intermediate!r}")
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"bab dtype must be float64 or float32, not {self.dtype!r}")
+        if self.tighten_every < 1 or self.tighten_iterations < 0:
+            raise ValueError("bab tighten_every must be positive and tighten_iterations not negative")
         if self.batch_size < 1 or self.relu_batch_size < 1 or self.max_domains < 1:
             raise ValueError("bab batch sizes and max_domains must be positive")
 
@@ -94,11 +106,13 @@ class Stats:
     max_depth: int = 0
     max_open: int = 0
     undecided: int = 0  # leaves that could be neither split further nor decided
+    tightened: int = 0  # domains whose intermediate bounds alpha-CROWN tightened
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "domains": self.domains, "batches": self.batches,
-                "max_depth": self.max_depth, "max_open": self.max_open, "undecided": self.undecided}
+                "max_depth": self.max_depth, "max_open": self.max_open, "undecided": self.undecided,
+                "tightened": self.tightened}
 
     @property
     def seconds(self) -> float:

@@ -1,7 +1,10 @@
 """Batched input splitting: domains are sub-boxes ``[B, n]`` of the (flattened) input box.
 
-Each batch is bounded with CROWN intermediate bounds and a CROWN (or alpha-CROWN) objective;
-a domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
+Each batch is bounded with CROWN intermediate bounds and a CROWN (or alpha-CROWN) objective.
+Sub-boxes that bound does not prove and that still have many unstable ReLUs get their
+intermediate bounds tightened by alpha-CROWN (slopes searched in float32, the bound computed in
+float64); their children inherit those bounds, so one tightening serves a whole subtree (ACAS Xu
+4_7 prop_1: 703 sub-boxes instead of over 100,000 unfinished).  A domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
 minimizers of the linear bounds (box corners chosen by the signs of the input coefficients)
 and the box centres are tried as counterexamples in the same pass.  Unproved domains are cut
 in two along the dimension with the largest ``|A_i| * width_i`` ("smart" branching).
@@ -21,8 +24,8 @@ import torch
 
 from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, pgd_points,
                                  undecided, violated)
-from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_objective, crown_bounds, crown_objective,
-                            ibp)
+from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_bounds, alpha_crown_objective, crown_bounds,
+                            crown_objective, ibp)
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Network
@@ -83,7 +86,8 @@ def relaxed_inputs(net: Network) -> list[str]:
 
 
 def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tensor | None,
-               refresh: bool, method: str = "crown") -> tuple[dict[str, Bounds], torch.Tensor]:
+               refresh: bool, method: str = "crown", tighten: AlphaOptions | None = None,
+               ) -> tuple[dict[str, Bounds], torch.Tensor]:
     """Bounds of every node on a batch of boxes: recomputed (``method`` ``crown``: CROWN on each
     domain's unstable neurons, see :func:`certify.bounds.crown_bounds`; ``forward``: forward
     linear bounds) when ``refresh``, else IBP; either way intersected with the ``known``
@@ -105,6 +109,8 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
         out = crown_bounds(net, box, fixed or None, method=method)
     else:
         out = ibp(net, box, fixed)
+    if tighten is not None:
+        out = alpha_crown_bounds(net, box, tighten, bounds=out)
     flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
     return out, stacked
@@ -113,7 +119,7 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
 def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tensor,
                 iterations: int = 0, lr: float = 0.25, open_: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, refresh: bool = True, method: str = "crown",
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                tighten: AlphaOptions | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lower bounds of every unsafe row on each box, their input coefficients and the
     intermediate bounds used (see :func:`box_bounds`).
 
@@ -124,7 +130,7 @@ def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tens
     box = Bounds(lo.reshape(bsz, *shape), hi.reshape(bsz, *shape))
     c = spec.batch(bsz)
     with torch.no_grad():
-        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method)
+        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method, tighten)
         if iterations <= 0:
             best = crown_objective(net, bounds, c)
         else:
@@ -190,8 +196,9 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
         return violated(stats, cex)
     fuzz_turn = FuzzTurns(share=0.1)
 
-    # The root: CROWN intermediate bounds, alpha-CROWN objective.
-    lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha)
+    # The root: CROWN intermediate bounds (tightened by alpha-CROWN), alpha-CROWN objective.
+    lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha,
+                                  tighten=_tightening(options))
     if options.intermediate == "forward":
         known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
     stats.domains += 1
@@ -292,7 +299,10 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
 
     ``intermediate``: ``crown`` recomputes CROWN intermediate bounds for every domain;
     ``reuse`` only intersects the parent's with IBP; ``two-stage`` does ``reuse`` first and
-    recomputes CROWN for the domains that bound did not prove.
+    recomputes CROWN for the domains that bound did not prove.  Then, with
+    ``tighten_iterations``, the domains still unproved (with at least ``tighten_unstable``
+    unstable ReLUs, at every ``tighten_every``-th depth) get their intermediate bounds
+    tightened by alpha-CROWN, which their children inherit.
     """
     mode = options.intermediate
     lower, A, known = bound_boxes(net, spec, d["lo"], d["hi"], options.branch_alpha_iterations,
@@ -304,20 +314,43 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
         known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
     out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
            "depth": d["depth"]}
-    if mode != "two-stage":
-        return out
-    unproved = (d["open"] & ~(spec.disjunct_margins(lower) > 0)).any(dim=1)
-    if not bool(unproved.any()):
-        return out
-    idx = unproved.nonzero().flatten()
-    lower2, A2, known2 = bound_boxes(net, spec, d["lo"][idx], d["hi"][idx], options.branch_alpha_iterations,
-                                     options.lr_alpha, d["open"][idx], known[idx], refresh=True)
-    # Branching reads the refreshed bound (mixing in the cheap one steers it badly); a disjunct
-    # the cheap bound ruled out stays closed.
-    closed = spec.disjunct_margins(lower[idx]) > 0
-    out["open"] = d["open"].index_put((idx,), d["open"][idx] & ~closed)
-    out["lower"] = lower.index_put((idx,), lower2)
-    # Branching follows the refreshed coefficients (those of the cheap bound steer it badly).
-    out["A"] = A.index_put((idx,), A2)
-    out["known"] = known.index_put((idx,), known2)
+    if mode == "two-stage":
+        out = _rebound(net, spec, options, out, _unproved(spec, out), None)
+    if options.tighten_iterations > 0 and mode != "forward":
+        unstable = ((out["known"][:, 0] < 0) & (out["known"][:, 1] > 0)).sum(dim=1)
+        pick = (_unproved(spec, out) & (unstable >= options.tighten_unstable)
+                & (out["depth"] % options.tighten_every == 0))
+        out = _rebound(net, spec, options, out, pick, _tightening(options))
+        stats.tightened += int(pick.sum())
     return out
+
+
+def _tightening(options: BaBOptions) -> AlphaOptions | None:
+    """The alpha-CROWN options that tighten intermediate bounds (None: no tightening)."""
+    if options.tighten_iterations <= 0:
+        return None
+    return AlphaOptions(iterations=options.tighten_iterations, lr=options.lr_tighten,
+                        search_dtype=torch.float32 if options.tighten_float32 else None)
+
+
+def _unproved(spec: SpecMatrix, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Domains with an open disjunct their bound did not rule out: ``[B]`` (bool)."""
+    return (d["open"] & ~(spec.disjunct_margins(d["lower"]) > 0)).any(dim=1)
+
+
+def _rebound(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
+             pick: torch.Tensor, tighten: AlphaOptions | None) -> dict[str, torch.Tensor]:
+    """Bound the ``pick``ed domains again, from their current intermediate bounds: recomputed
+    by CROWN (``tighten`` None) or tightened by alpha-CROWN."""
+    if not bool(pick.any()):
+        return d
+    idx = pick.nonzero().flatten()
+    lower, A, known = bound_boxes(net, spec, d["lo"][idx], d["hi"][idx], options.branch_alpha_iterations,
+                                  options.lr_alpha, d["open"][idx], d["known"][idx], refresh=tighten is None,
+                                  tighten=tighten)
+    # A disjunct the first bound ruled out stays closed; branching follows the new bound and
+    # its coefficients (mixing in the first one's steers it badly).
+    closed = spec.disjunct_margins(d["lower"][idx]) > 0
+    return {**d, "open": d["open"].index_put((idx,), d["open"][idx] & ~closed),
+            "lower": d["lower"].index_put((idx,), lower), "A": d["A"].index_put((idx,), A),
+            "known": d["known"].index_put((idx,), known)}
