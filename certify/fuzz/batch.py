@@ -154,6 +154,7 @@ class BatchFuzzer:
         self.step_size = torch.zeros_like(self.x)
         self.left = torch.zeros(self.B, dtype=torch.long, device=dev)
         self._staggered = False
+        self._queue: list[torch.Tensor] = []
         self._reset(None, self.x, reassign=False)
 
     # -- public -----------------------------------------------------------------------
@@ -210,9 +211,11 @@ class BatchFuzzer:
         x = self.x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = self.net(x.view(B, *self.net.input_shape)).reshape(B, -1)
-            m = self.lanes.margin(y)
-            (g,) = torch.autograd.grad(m.sum(), x)
-        x, m = x.detach(), m.detach()
+            m, slope = self.lanes.margin_and_slope(y.detach())
+            # (y * slope).sum() rather than grad_outputs=slope: the latter's shape check imports
+            # sympy on first use (a second of start-up)
+            (g,) = torch.autograd.grad((y * slope).sum(), x)
+        x = x.detach()
         self.steps += 1
         self.samples += B
         self.per_problem += self._lanes_per_problem
@@ -227,8 +230,9 @@ class BatchFuzzer:
         if self.length == 1:  # one-step episodes: every lane restarts
             self.pool.insert(self.pid, x, g, m)
             if not self.done:
-                self.x = torch.empty_like(x)  # not in place: confirmed hits keep views of ``x``
-                self._reset(None, self.x)
+                if not self._queue:
+                    self._refill()
+                self.x = self._queue.pop()  # a fresh tensor: confirmed hits keep views of ``x``
             return
         self.left -= 1
         decay = 0.1 + 0.9 * self.left.clamp(min=0).to(x.dtype) / self.length
@@ -278,6 +282,24 @@ class BatchFuzzer:
                 self.step_size = step
             else:
                 self.step_size[lanes] = step
+
+    def _refill(self) -> None:
+        """One-step episodes: draw the starts of the next ``reset_every`` passes at once (one
+        pass while the batch is still growing), amortising the bookkeeping as episode beats do.
+        Lanes of solved problems (every lane, when a block has more problems than lanes) first
+        move on to their block's next unsolved problems.  The seeds are picked from the pools as
+        they are now; the passes' own results join the pools as they come."""
+        passes = self.options.reset_every if self.batch >= self.max_batch else 1
+        lanes = torch.arange(self.B, device=self.device)
+        move = lanes if self.rotate else lanes[self.solved[self.pid]]
+        if move.numel():
+            self._reassign(move)
+        pid = self.pid.repeat(passes)
+        seed, grad, before = self.pool.pick(pid, self.rng)
+        lo, hi = self.lanes.lower.repeat(passes, 1), self.lanes.upper.repeat(passes, 1)
+        start = st.starts(self.rng.choice(self.weights, pid.shape[0]), seed, grad,
+                          st.act_scale(self.options.s0, before), lo, hi, self.rng)
+        self._queue = list(start.view(passes, self.B, -1).unbind(0))
 
     def _count_lanes(self) -> None:
         self._lanes_per_problem = torch.bincount(self.pid, minlength=len(self.problems))

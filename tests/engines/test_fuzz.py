@@ -136,6 +136,46 @@ def test_strategies_respect_boxes_exactly(pairs, seed, s0) -> None:
     assert torch.equal(st.starts(torch.full((B,), st.BOUNDARY), x, grad, torch.zeros(B), lo, hi, rng), x)
 
 
+@settings(max_examples=40, deadline=None)
+@given(hst.integers(0, 2**31 - 1), hst.booleans())
+def test_lane_margin_and_its_slope_match_the_problems(seed: int, shared: bool) -> None:
+    """Per lane, the margin is min over disjuncts of max over rows of ``A y - b + tol``, as in
+    float64 on the problem, and the slope is its gradient; both row layouts agree."""
+    from certify.fuzz import objective as obj_mod
+
+    rng = np.random.default_rng(seed)
+    n_out = 4
+    net = mlp([torch.nn.Linear(2, n_out)])
+    pool_rows = rng.normal(size=(5, n_out))  # rows shared between problems, as in real suites
+    problems = []
+    for _ in range(int(rng.integers(1, 5))):
+        unsafe = []
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(1, 4))
+            unsafe.append(HalfSpaces(pool_rows[rng.integers(0, 5, size=k)], rng.normal(size=k)))
+        problems.append(Problem(net, Box(-np.ones(2), np.ones(2)), tuple(unsafe)))
+    objective = obj_mod.Objective.of(problems, torch.float64, torch.device("cpu"))
+    pid = torch.as_tensor(rng.integers(0, len(problems), size=32))
+    lanes = obj_mod.LaneObjective.gather(objective, pid)
+    y = torch.as_tensor(rng.normal(size=(32, n_out)) * 3)
+    factor = obj_mod.SHARED_ROWS_FACTOR
+    try:
+        obj_mod.SHARED_ROWS_FACTOR = 10**6 if shared else 0
+        yg = y.clone().requires_grad_(True)
+        m_auto = lanes.margin(yg)
+        (grad,) = torch.autograd.grad(m_auto.sum(), yg)
+        m, slope = lanes.margin_and_slope(y)
+    finally:
+        obj_mod.SHARED_ROWS_FACTOR = factor
+    for lane, p in enumerate(pid.tolist()):
+        yl = y[lane].numpy()
+        expected = min(float(np.max(hs.A @ yl - hs.b + obj_mod.FALSIFY_TOLERANCE * (1 + np.abs(hs.b))))
+                       for hs in problems[p].unsafe)
+        assert math.isclose(float(m[lane]), expected, rel_tol=1e-12, abs_tol=1e-12)
+    assert torch.equal(m, m_auto.detach())
+    assert torch.allclose(slope, grad)  # no ties among continuous random values
+
+
 def test_uniform_starts_cover_the_box() -> None:
     lo, hi = torch.zeros(4000, 2), torch.tensor([1.0, 10.0]).expand(4000, 2).contiguous()
     u = st.starts(torch.full((4000,), st.UNIFORM), lo, torch.zeros_like(lo), torch.zeros(4000), lo, hi, Rng(1))
