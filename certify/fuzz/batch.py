@@ -248,21 +248,17 @@ class BatchFuzzer:
 
     def _reset(self, r: torch.Tensor | None, x_next: torch.Tensor, reassign: bool = True) -> None:
         """Start a new episode on lanes ``r`` (``None``: every lane, without gathers or
-        scatters): strategy by weight, energy-picked seed.  With ``reassign``, lanes of solved
-        problems (all lanes, when a block has more problems than lanes) first move on to their
-        block's next unsolved problems, round-robin.  Writes the lanes' first points into
-        ``x_next``; one-step episodes skip the step sizes, which only descent steps use."""
+        scatters), moving lanes of solved problems on first when ``reassign``
+        (:meth:`_move_on`).  Writes the lanes' first points into ``x_next``; one-step episodes
+        skip the step sizes, which only descent steps use."""
         every = r is None
         lanes = torch.arange(self.B, device=self.device) if every else r
         R = lanes.shape[0]
         if reassign:
-            move = lanes if self.rotate else lanes[self.solved[self.pid[lanes]]]
-            if move.numel():
-                self._reassign(move)
+            self._move_on(lanes)
         pid = self.pid if every else self.pid[lanes]
-        seed, grad, before = self.pool.pick(pid, self.rng)
-        scale = st.act_scale(self.options.s0, before)
-        strategy = self.rng.choice(self.weights, R)
+        lo, hi = (self.lanes.lower, self.lanes.upper) if every else (self.lanes.lower[lanes], self.lanes.upper[lanes])
+        start, scale = self._starts(pid, lo, hi)
         if self._staggered:
             self.left[lanes] = self.length
         else:  # the first episodes end on staggered beats, so resets spread evenly over time
@@ -270,8 +266,6 @@ class BatchFuzzer:
             phase = (self.rng.uniform((R,)).to(lanes.device) * beats).long().clamp_(max=beats - 1)
             self.left[lanes] = self.beat * (1 + phase) - self.steps % self.beat
             self._staggered = True
-        lo, hi = (self.lanes.lower, self.lanes.upper) if every else (self.lanes.lower[lanes], self.lanes.upper[lanes])
-        start = st.starts(strategy, seed, grad, scale, lo, hi, self.rng)
         if every:
             x_next.copy_(start)
         else:
@@ -286,20 +280,30 @@ class BatchFuzzer:
     def _refill(self) -> None:
         """One-step episodes: draw the starts of the next ``reset_every`` passes at once (one
         pass while the batch is still growing), amortising the bookkeeping as episode beats do.
-        Lanes of solved problems (every lane, when a block has more problems than lanes) first
-        move on to their block's next unsolved problems.  The seeds are picked from the pools as
-        they are now; the passes' own results join the pools as they come."""
+        The seeds are picked from the pools as they are now; the passes' own results join the
+        pools as they come."""
         passes = self.options.reset_every if self.batch >= self.max_batch else 1
-        lanes = torch.arange(self.B, device=self.device)
-        move = lanes if self.rotate else lanes[self.solved[self.pid]]
+        self._move_on(torch.arange(self.B, device=self.device))
+        start, _ = self._starts(self.pid.repeat(passes), self.lanes.lower.repeat(passes, 1),
+                                self.lanes.upper.repeat(passes, 1))
+        self._queue = list(start.view(passes, self.B, -1).unbind(0))
+
+    def _starts(self, pid: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Episode starts for lanes of problems ``pid: [R]`` with boxes ``lower, upper: [R, n]``:
+        a strategy drawn by weight, applied to an energy-picked seed.  Returns the starts and
+        ACT's step scales ``[R]``."""
+        seed, grad, before = self.pool.pick(pid, self.rng)
+        scale = st.act_scale(self.options.s0, before)
+        strategy = self.rng.choice(self.weights, pid.shape[0])
+        return st.starts(strategy, seed, grad, scale, lower, upper, self.rng), scale
+
+    def _move_on(self, lanes: torch.Tensor) -> None:
+        """Lanes of solved problems among ``lanes`` (all of them, when a block has more problems
+        than lanes) move on to their block's next unsolved problems, round-robin."""
+        move = lanes if self.rotate else lanes[self.solved[self.pid[lanes]]]
         if move.numel():
             self._reassign(move)
-        pid = self.pid.repeat(passes)
-        seed, grad, before = self.pool.pick(pid, self.rng)
-        lo, hi = self.lanes.lower.repeat(passes, 1), self.lanes.upper.repeat(passes, 1)
-        start = st.starts(self.rng.choice(self.weights, pid.shape[0]), seed, grad,
-                          st.act_scale(self.options.s0, before), lo, hi, self.rng)
-        self._queue = list(start.view(passes, self.B, -1).unbind(0))
 
     def _count_lanes(self) -> None:
         self._lanes_per_problem = torch.bincount(self.pid, minlength=len(self.problems))
