@@ -4,7 +4,10 @@ Each batch is bounded with CROWN intermediate bounds and a CROWN (or alpha-CROWN
 Sub-boxes that bound does not prove and that still have many unstable ReLUs get their
 intermediate bounds tightened by alpha-CROWN (slopes searched in float32, the bound computed in
 float64); their children inherit those bounds, so one tightening serves a whole subtree (ACAS Xu
-4_7 prop_1: 703 sub-boxes instead of over 100,000 unfinished).  A domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
+4_7 prop_1: proved with under 1,000 sub-boxes in about 15 s, where plain CROWN left 7,000 of
+112,000 open after 200 s).
+
+A domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
 minimizers of the linear bounds (box corners chosen by the signs of the input coefficients)
 and the box centres are tried as counterexamples in the same pass.  Unproved domains are cut
 in two along the dimension with the largest ``|A_i| * width_i`` ("smart" branching).
