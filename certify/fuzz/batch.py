@@ -155,7 +155,7 @@ class BatchFuzzer:
         self.left = torch.zeros(self.B, dtype=torch.long, device=dev)
         self._staggered = False
         self._queue: list[torch.Tensor] = []
-        self._reset(None, self.x, reassign=False)
+        self._reset(torch.arange(self.B, device=dev), self.x, reassign=False)
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -246,36 +246,25 @@ class BatchFuzzer:
                     self._reset(r, x_next)
         self.x = x_next
 
-    def _reset(self, r: torch.Tensor | None, x_next: torch.Tensor, reassign: bool = True) -> None:
-        """Start a new episode on lanes ``r`` (``None``: every lane, without gathers or
-        scatters), moving lanes of solved problems on first when ``reassign``
-        (:meth:`_move_on`).  Writes the lanes' first points into ``x_next``; one-step episodes
-        skip the step sizes, which only descent steps use."""
-        every = r is None
-        lanes = torch.arange(self.B, device=self.device) if every else r
-        R = lanes.shape[0]
+    def _reset(self, lanes: torch.Tensor, x_next: torch.Tensor, reassign: bool = True) -> None:
+        """Start a new episode on ``lanes``, moving lanes of solved problems on first when
+        ``reassign`` (:meth:`_move_on`).  Writes the lanes' first points into ``x_next``; one-step
+        episodes skip the step sizes, which only descent steps use (and draw their later starts
+        in :meth:`_refill`)."""
         if reassign:
             self._move_on(lanes)
-        pid = self.pid if every else self.pid[lanes]
-        lo, hi = (self.lanes.lower, self.lanes.upper) if every else (self.lanes.lower[lanes], self.lanes.upper[lanes])
-        start, scale = self._starts(pid, lo, hi)
+        lo, hi = self.lanes.lower[lanes], self.lanes.upper[lanes]
+        start, scale = self._starts(self.pid[lanes], lo, hi)
         if self._staggered:
             self.left[lanes] = self.length
         else:  # the first episodes end on staggered beats, so resets spread evenly over time
             beats = self.length // self.beat
-            phase = (self.rng.uniform((R,)).to(lanes.device) * beats).long().clamp_(max=beats - 1)
+            phase = (self.rng.uniform((lanes.shape[0],)).to(lanes.device) * beats).long().clamp_(max=beats - 1)
             self.left[lanes] = self.beat * (1 + phase) - self.steps % self.beat
             self._staggered = True
-        if every:
-            x_next.copy_(start)
-        else:
-            x_next[lanes] = start
+        x_next[lanes] = start
         if self.length > 1:
-            step = st.act_step(start, lo, hi, scale)
-            if every:
-                self.step_size = step
-            else:
-                self.step_size[lanes] = step
+            self.step_size[lanes] = st.act_step(start, lo, hi, scale)
 
     def _refill(self) -> None:
         """One-step episodes: draw the starts of the next ``reset_every`` passes at once (one
