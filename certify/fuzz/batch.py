@@ -4,7 +4,7 @@ Each of the ``B`` lanes works on one problem in *episodes*.  An episode starts f
 chosen by a strategy (``pgd``: an energy-picked seed, randomly perturbed by ACT's adaptive
 step; ``corners``: a box vertex; ``uniform``: a uniform sample; ``boundary``: the seed with
 some coordinates pushed to the bound its gradient points to) and then descends the margin by
-signed-gradient steps of ACT's per-dimension size, decaying over the episode's
+signed-gradient steps of ACT's per-dimension size (with its own base, ``descent_s0``), decaying over the episode's
 ``pgd_steps`` steps.  Every step is one forward and one backward pass of the whole batch.
 Episodes end on a common beat (every ``reset_every`` steps, with staggered lengths) so the
 bookkeeping is amortised; the last point of an episode joins its problem's seed pool.  On
@@ -126,6 +126,7 @@ class BatchFuzzer:
         self.failed_replays = 0
         self.steps = 0
         self._grown_at = 0
+        self._held: list[tuple[torch.Tensor, ...]] = []  # one-step passes' results, see _flush
         self.samples = 0
         self.seconds = 0.0
         self._layout()
@@ -133,6 +134,7 @@ class BatchFuzzer:
     def _layout(self) -> None:
         """(Re)build the lane blocks over the networks that still have unsolved problems and
         start a fresh episode on every lane (the seed pools are kept)."""
+        self._flush()
         dev = self.device
         todo: dict[int, list[int]] = {}
         for i, net in enumerate(self.net_of):
@@ -228,23 +230,24 @@ class BatchFuzzer:
                 self._layout()  # a network is finished: give its lanes to the others
                 return
         if self.length == 1:  # one-step episodes: every lane restarts
-            self.pool.insert(self.pid, x, g, m)
+            self._held.append((self.pid, x, g, m))
             if not self.done:
                 if not self._queue:
                     self._refill()
-                self.x = self._queue.pop()  # a fresh tensor: confirmed hits keep views of ``x``
+                self.x = self._queue.pop()
             return
         self.left -= 1
-        decay = 0.1 + 0.9 * self.left.clamp(min=0).to(x.dtype) / self.length
-        x_next = st.pgd(x, g, self.step_size, self.lanes.lower, self.lanes.upper, decay)
         if self.steps % self.beat == 0 or solved_now:
             done = (self.left <= 0) | self.solved[self.pid]
-            if bool(done.any()):
-                r = done.nonzero().squeeze(1)
-                self.pool.insert(self.pid[r], x[r], g[r], m[r])
-                if not self.done:
-                    self._reset(r, x_next)
-        self.x = x_next
+            r = done.nonzero().squeeze(1) if bool(done.any()) else None
+            if r is not None:  # before the step below overwrites ``x`` and ``g``
+                self.pool.insert(self.pid[r], x, g, m[r], rows=r)
+        else:
+            r = None
+        decay = 0.1 + 0.9 * self.left.clamp(min=0).to(x.dtype) / self.length
+        self.x = st.pgd_(x, g, self.step_size, self.lanes.lower, self.lanes.upper, decay)
+        if r is not None and not self.done:
+            self._reset(r, self.x)
 
     def _reset(self, lanes: torch.Tensor, x_next: torch.Tensor, reassign: bool = True) -> None:
         """Start a new episode on ``lanes``, moving lanes of solved problems on first when
@@ -253,8 +256,8 @@ class BatchFuzzer:
         in :meth:`_refill`)."""
         if reassign:
             self._move_on(lanes)
-        lo, hi = self.lanes.lower[lanes], self.lanes.upper[lanes]
-        start, scale = self._starts(self.pid[lanes], lo, hi)
+        order, start, picks, lo, hi = self._starts(self.pid[lanes])
+        lanes = lanes[order]
         if self._staggered:
             self.left[lanes] = self.length
         else:  # the first episodes end on staggered beats, so resets spread evenly over time
@@ -262,9 +265,9 @@ class BatchFuzzer:
             phase = (self.rng.uniform((lanes.shape[0],)).to(lanes.device) * beats).long().clamp_(max=beats - 1)
             self.left[lanes] = self.beat * (1 + phase) - self.steps % self.beat
             self._staggered = True
-        x_next[lanes] = start
+        x_next.index_copy_(0, lanes, start)
         if self.length > 1:
-            self.step_size[lanes] = st.act_step(start, lo, hi, scale)
+            self.step_size.index_copy_(0, lanes, st.act_step(start, lo, hi, st.act_scale(self.options.descent_s0, picks)))
 
     def _refill(self) -> None:
         """One-step episodes: draw the starts of the next ``reset_every`` passes at once (one
@@ -272,20 +275,35 @@ class BatchFuzzer:
         The seeds are picked from the pools as they are now; the passes' own results join the
         pools as they come."""
         passes = self.options.reset_every if self.batch >= self.max_batch else 1
+        self._flush()
         self._move_on(torch.arange(self.B, device=self.device))
-        start, _ = self._starts(self.pid.repeat(passes), self.lanes.lower.repeat(passes, 1),
-                                self.lanes.upper.repeat(passes, 1))
-        self._queue = list(start.view(passes, self.B, -1).unbind(0))
+        order, start, *_ = self._starts(self.pid.repeat(passes))
+        x = torch.empty_like(start).index_copy_(0, order, start)
+        self._queue = list(x.view(passes, self.B, -1).unbind(0))
 
-    def _starts(self, pid: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Episode starts for lanes of problems ``pid: [R]`` with boxes ``lower, upper: [R, n]``:
-        a strategy drawn by weight, applied to an energy-picked seed.  Returns the starts and
-        ACT's step scales ``[R]``."""
-        seed, grad, before = self.pool.pick(pid, self.rng)
+    def _flush(self) -> None:
+        """Insert the held results of one-step passes into the pools, in one go.  The pools are
+        only read when starts are drawn, so holding the results until then changes nothing but
+        the cost: one insertion per refill instead of one per pass."""
+        if self._held:
+            pid, x, g, m = (torch.cat(parts) for parts in zip(*self._held))
+            self._held = []
+            self.pool.insert(pid, x, g, m)
+
+    def _starts(self, pid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Episode starts for lanes of problems ``pid: [R]``: a strategy drawn by weight, applied
+        to an energy-picked seed.  The lanes are sorted by strategy before anything is gathered
+        (:func:`certify.fuzz.strategies.sorted_starts`); returns that order ``[R]`` and, in it,
+        the starts ``[R, n]``, how often their seeds had been picked before ``[R]`` (0 for
+        ``uniform`` starts) and the lanes' boxes ``[R, n]`` (lower, upper)."""
+        order, counts = self.rng.grouped(self.weights, pid.shape[0])
+        pid = pid[order]
+        seeded = pid[counts[st.UNIFORM]:]  # uniform starts pick no seed
+        seed, grad, before = self.pool.pick(seeded, self.rng)
         scale = st.act_scale(self.options.s0, before)
-        strategy = self.rng.choice(self.weights, pid.shape[0])
-        return st.starts(strategy, seed, grad, scale, lower, upper, self.rng), scale
+        lo, hi = self.obj.lower.index_select(0, pid), self.obj.upper.index_select(0, pid)
+        start = st.sorted_starts(counts, seed, grad, scale, lo, hi, self.rng)
+        return order, start, torch.cat([before.new_zeros(counts[st.UNIFORM]), before]), lo, hi
 
     def _move_on(self, lanes: torch.Tensor) -> None:
         """Lanes of solved problems among ``lanes`` (all of them, when a block has more problems
@@ -343,7 +361,8 @@ class BatchFuzzer:
 
     def _verify(self, p: int, x: torch.Tensor, margin: float) -> Counterexample | None:
         problem = self.problems[p]
-        x32 = x.to("cpu", torch.float32).numpy().reshape(problem.box.shape)
+        # a copy: the next step overwrites ``x`` in place
+        x32 = x.to("cpu", torch.float32, copy=True).numpy().reshape(problem.box.shape)
         if self.oracle_for is not None:
             cex = replay(self.oracle_for(p), problem, x32)
             if cex is None:

@@ -65,13 +65,19 @@ class SeedPool:
         flat = (cdf + torch.arange(P, device=cdf.device, dtype=cdf.dtype).unsqueeze(1)).reshape(-1)
         u = rng.uniform(tuple(pid.shape)).to(device=cdf.device, dtype=cdf.dtype) + pid
         slot = (torch.searchsorted(flat, u, right=True) - pid * K).clamp_(0, K - 1)
-        before = self.picks[pid, slot]
-        self.picks.index_put_((pid, slot), torch.ones_like(slot), accumulate=True)
-        return self.x[pid, slot], self.grad[pid, slot], before
+        at = pid * K + slot  # flat slot indices: index_select is several times faster than [pid, slot]
+        picks = self.picks.view(-1)
+        before = picks.index_select(0, at)
+        picks.add_(torch.bincount(at, minlength=P * K))
+        n = self.x.shape[-1]
+        return self.x.view(P * K, n).index_select(0, at), self.grad.view(P * K, n).index_select(0, at), before
 
-    def insert(self, pid: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, margin: torch.Tensor) -> None:
+    def insert(self, pid: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, margin: torch.Tensor,
+               rows: torch.Tensor | None = None) -> None:
         """Merge candidates (problem ``pid: [R]``, point ``x: [R, n]``, ``grad``, ``margin: [R]``)
-        into the pools, keeping the ``K`` lowest margins of each problem.
+        into the pools, keeping the ``K`` lowest margins of each problem.  With ``rows: [R]``,
+        candidate ``i``'s point and gradient are row ``rows[i]`` of ``x`` and ``grad`` (only the
+        rows that enter are gathered).
 
         Only the evicted slots are written (the pools are not kept in order; :meth:`energy`
         ranks them), so an insertion moves ``O(R n)`` data, not the whole ``[P, K, n]`` pool,
@@ -81,8 +87,10 @@ class SeedPool:
         keep = (margin < self.margin.amax(dim=1)[pid]).nonzero().squeeze(1)  # can enter the pool
         if keep.numel() == 0:
             return
+        if rows is None:
+            rows = torch.arange(pid.numel(), device=pid.device)
         if keep.numel() < pid.numel():
-            pid, x, grad, margin = pid[keep], x[keep], grad[keep], margin[keep]
+            pid, margin, rows = pid[keep], margin[keep], rows[keep]
         # At most K candidates per problem can enter: each problem's best K, in a [P, K] table.
         order = torch.argsort(margin)
         order = order[torch.argsort(pid[order], stable=True)]  # by problem, best first
@@ -103,7 +111,7 @@ class SeedPool:
         new = source[kept[:, K:]]
         if new.numel() == 0:
             return
-        self.x[slot_p, slot_k] = x[new]
-        self.grad[slot_p, slot_k] = grad[new]
+        self.x[slot_p, slot_k] = x[rows[new]]
+        self.grad[slot_p, slot_k] = grad[rows[new]]
         self.margin[slot_p, slot_k] = margin[new]
         self.picks[slot_p, slot_k] = 0

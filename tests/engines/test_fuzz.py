@@ -184,12 +184,19 @@ def test_uniform_starts_cover_the_box() -> None:
         assert bool((counts > 800).all()) and bool((counts < 1200).all())
 
 
-def test_categorical_draws_follow_their_weights() -> None:
-    rng = Rng(3)
-    draws = rng.choice(torch.tensor([0.2, 0.0, 0.5, 0.3]), 20000)
-    freq = torch.bincount(draws, minlength=4).double() / 20000
-    assert float(freq[1]) == 0.0
-    assert torch.allclose(freq, torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=torch.float64), atol=0.02)
+def test_grouped_categorical_draws_follow_their_weights() -> None:
+    n, weights = 20000, torch.tensor([0.2, 0.0, 0.5, 0.3])
+    order, counts = Rng(3).grouped(weights, n)
+    assert sum(counts) == n and counts[1] == 0
+    assert torch.equal(order.sort().values, torch.arange(n))  # a permutation
+    freq = torch.tensor(counts, dtype=torch.float64) / n
+    assert torch.allclose(freq, weights.double(), atol=0.02)
+    # each category's items are spread over the whole range, not bunched at one end
+    edges = [0, *torch.tensor(counts).cumsum(0).tolist()]
+    for k in (0, 2, 3):
+        items = order[edges[k]:edges[k + 1]].double()
+        assert abs(float(items.mean()) - n / 2) < 0.03 * n
+        assert float(items.min()) < 0.01 * n and float(items.max()) > 0.99 * n
 
 
 def test_seed_pool_keeps_best_sorted_and_picks_within_each_problem() -> None:
