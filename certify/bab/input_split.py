@@ -7,6 +7,13 @@ float64); their children inherit those bounds, so one tightening serves a whole 
 4_7 prop_1: proved with under 1,000 sub-boxes in about 15 s, where plain CROWN left 7,000 of
 112,000 open after 200 s).
 
+Sub-boxes still unproved at depth ``relu_depth`` (12) with few unstable ReLUs are handed to
+ReLU splitting (beta-CROWN) inside each box, many boxes per batch
+(:func:`certify.bab.relu_split.split_boxes`); boxes it does not settle within a few dozen
+domains come back and are handed again a few depths further down.  ACAS Xu's prop_2 on 3_3
+and 4_2 needed this: their open sub-boxes crowd a thin slab where the property holds by
+about 0.003, which halving boxes approaches very slowly and one or two ReLU splits settle.
+
 A domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
 minimizers of the linear bounds (box corners chosen by the signs of the input coefficients)
 and the box centres are tried as counterexamples in the same pass.  Unproved domains are cut
@@ -19,6 +26,7 @@ proved on its children.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -225,6 +233,18 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
             continue
         d = {key: v[todo] for key, v in d.items()}
         unclosed, dm = unclosed[todo], dm[todo]
+        if options.relu_depth > 0:
+            unstable = ((d["known"][:, 0] < 0) & (d["known"][:, 1] > 0)).sum(dim=1)
+            handed = ((d["depth"] >= options.relu_depth) & ((d["depth"] - options.relu_depth) % options.relu_every == 0)
+                      & (unstable <= options.relu_max_unstable))
+            if bool(handed.any()):
+                keep, cex = _relu_phase(net, spec, falsify, options, d, handed, budget, stats)
+                if cex is not None:
+                    return violated(stats, cex)
+                d = {key: v[keep] for key, v in d.items()}
+                unclosed, dm = unclosed[keep], dm[keep]
+                if not bool(keep.any()):
+                    continue
         corners = corner_points(d["A"], d["lo"], d["hi"], spec.group, k, unclosed)
         cex = falsify.search(corners)
         if cex is None and fuzz_turn.due():
@@ -266,6 +286,27 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
         return undecided(stats, f"{stats.undecided} sub-box(es) at minimal width neither proved nor "
                          f"falsified after {stats.domains} domains")
     return holds(stats)
+
+
+def _relu_phase(net: Network, spec: SpecMatrix, falsify: Falsifier, options: BaBOptions,
+                d: dict[str, torch.Tensor], handed: torch.Tensor, budget: Budget, stats: Stats,
+                ) -> tuple[torch.Tensor, Counterexample | None]:
+    """ReLU splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
+    ``relu_seconds`` per box.  Returns which domains stay open and a counterexample if one was
+    found."""
+    from certify.bab.relu_split import split_boxes
+
+    idx = handed.nonzero().flatten()
+    sub_options = dataclasses.replace(options, intermediate_alpha_iterations=5, alpha_iterations=10,
+                                      beta_iterations=10, relu_batch_size=256)
+    deadline = min(budget.deadline, time.monotonic() + options.relu_seconds * idx.numel())
+    out = split_boxes(net, spec, falsify, d["lo"][idx], d["hi"][idx], sub_options, Budget(deadline, budget.device),
+                      stats, options.relu_box_domains)
+    keep = torch.ones_like(handed)
+    keep[idx] = out.open_boxes
+    stats.relu_boxes += idx.numel()
+    stats.relu_proved += int((~out.open_boxes).sum())
+    return keep, out.counterexample
 
 
 class FuzzTurns:

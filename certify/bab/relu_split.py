@@ -9,6 +9,10 @@ so adding it to the objective before the CROWN backward pass keeps a sound lower
 optimizing ``beta`` (with the ReLU lower slopes ``alpha``) tightens it.  Children start from
 their parent's alphas and betas.
 
+The same search runs inside many input boxes at once (:func:`split_boxes`: each domain names
+its box, and each box has its own root bounds), which is how input splitting hands over its
+hardest sub-boxes.
+
 Branching picks, per domain, the unstable unsplit neuron with the largest BaBSR-style score
 (the bound lost to the neuron's upper chord).  A domain without unstable neurons left is linear
 on its region: an exact LP (scipy's HiGHS) decides it, so the search is complete.
@@ -60,25 +64,28 @@ class _Layout:
 
 
 class _Bounder:
-    """beta-CROWN lower bounds of the unsafe rows on batches of split domains."""
+    """beta-CROWN lower bounds of the unsafe rows on batches of split domains.
+
+    ``root`` holds the intermediate bounds of one or more input boxes (leading dimension ``NB``);
+    each domain names its box (``box: [B]``, long), so one search can run inside many boxes."""
 
     def __init__(self, net: Network, spec: SpecMatrix, root: dict[str, Bounds], layout: _Layout) -> None:
         self.net, self.spec, self.root, self.layout = net, spec, root, layout
-        # Root bounds of the pre-activations, flattened: [total].
-        self.l0 = torch.cat([root[p].lower.flatten(1)[0] for p in layout.pre]) if layout.total else None
-        self.u0 = torch.cat([root[p].upper.flatten(1)[0] for p in layout.pre]) if layout.total else None
+        # Root bounds of the pre-activations, flattened: [NB, total].
+        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre], dim=1) if layout.total else None
+        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre], dim=1) if layout.total else None
 
-    def clamped(self, splits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def clamped(self, splits: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-activation bounds of each domain: ``[B, total]`` twice."""
-        lo = torch.where(splits > 0, self.l0.clamp(min=0), self.l0)
-        hi = torch.where(splits < 0, self.u0.clamp(max=0), self.u0)
+        l0, u0 = _rows(self.l0, box), _rows(self.u0, box)
+        lo = torch.where(splits > 0, l0.clamp(min=0), l0)
+        hi = torch.where(splits < 0, u0.clamp(max=0), u0)
         return lo, hi
 
-    def context(self, splits: torch.Tensor, alphas: dict[str, torch.Tensor]) -> BackwardContext:
+    def context(self, splits: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor) -> BackwardContext:
         bsz = splits.shape[0]
-        bounds = {k: Bounds(v.lower.expand(bsz, *v.lower.shape[1:]), v.upper.expand(bsz, *v.upper.shape[1:]))
-                  for k, v in self.root.items()}
-        lo, hi = self.clamped(splits)
+        bounds = {k: Bounds(_rows(v.lower, box), _rows(v.upper, box)) for k, v in self.root.items()}
+        lo, hi = self.clamped(splits, box)
         for k, (relu, pre) in enumerate(zip(self.layout.relus, self.layout.pre)):
             shape = (bsz, *relu.shape)
             bounds[pre] = Bounds(self.layout.part(lo, k).reshape(shape), self.layout.part(hi, k).reshape(shape))
@@ -117,10 +124,10 @@ class _Bounder:
         lower = (a_x.clamp(min=0) * lo + a_x.clamp(max=0) * hi).flatten(2).sum(-1) + bias
         return lower, a_x.flatten(2), at_relu
 
-    def bound(self, splits: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, open_: torch.Tensor,
-              iterations: int, lr: tuple[float, float], budget: Budget,
+    def bound(self, splits: torch.Tensor, box: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+              open_: torch.Tensor, iterations: int, lr: tuple[float, float], budget: Budget,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Optimize alphas and betas of a batch: ``splits [B, total]`` (int8),
+        """Optimize alphas and betas of a batch: ``splits [B, total]`` (int8), ``box [B]``,
         ``alpha, beta [B, S, total]``, ``open_ [B, K]``.
 
         Returns the best ``lower [B, S]``, input coefficients ``[B, S, n_in]``, the BaBSR
@@ -142,7 +149,7 @@ class _Bounder:
                           for k, r in enumerate(layout.relus)}
                 beta_terms = {p: (layout.part(sign, k) * layout.part(beta, k)).reshape(bsz, -1, *r.shape)
                               for k, (r, p) in enumerate(zip(layout.relus, layout.pre))}
-                ctx = self.context(splits, alphas)
+                ctx = self.context(splits, alphas, box)
                 lower, a_x, at_relu = self.backward(ctx, c, beta_terms)
             with torch.no_grad():
                 lower_d = lower.detach()
@@ -185,11 +192,18 @@ class _Bounder:
         return torch.cat(parts, dim=1)
 
 
-def _branch(bounder: _Bounder, splits: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def _rows(t: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Rows ``box`` of ``t`` (a view when ``t`` has one row, i.e. one box)."""
+    if t.shape[0] == 1:
+        return t.expand(box.shape[0], *t.shape[1:])
+    return t.index_select(0, box)
+
+
+def _branch(bounder: _Bounder, splits: torch.Tensor, box: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """The neuron to split per domain (``-1``: none left): BaBSR's intercept score, the bound
     lost to the upper chord ``-l u / (u - l)`` weighted by the coefficient there, with the
     smaller of ``-l, u`` as a tie-breaker."""
-    lo, hi = bounder.clamped(splits)
+    lo, hi = bounder.clamped(splits, box)
     unstable = (lo < 0) & (hi > 0) & (splits == 0)
     width = (hi - lo).clamp(min=1e-30)
     intercept = (-lo * hi / width).clamp(min=0)
@@ -227,7 +241,7 @@ def _attack(net: Network, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor
     return falsify.search(x.detach())
 
 
-def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, open_: torch.Tensor,
+def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, box: int, open_: torch.Tensor,
              ) -> tuple[bool, Counterexample | None]:
     """Decide one fully split domain exactly: the network is linear on it.
 
@@ -239,7 +253,7 @@ def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, open_:
         return False, None
     net, spec, layout = bounder.net, bounder.spec, bounder.layout
     splits = splits.unsqueeze(0)
-    ctx = bounder.context(splits, {})
+    ctx = bounder.context(splits, {}, torch.tensor([box], device=splits.device))
     box = ctx.bounds[net.input.name]
     n_in = net.input_size
     # Exact linear forms of the split pre-activations and of the unsafe rows.
@@ -311,10 +325,9 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     spec = SpecMatrix.of(problem, dtype, device)
     falsify = Falsifier(problem, net, spec)
     stats = Stats("relu")
-    n_in, k_groups, rows = net.input_size, spec.n_groups, spec.C.shape[0]
+    n_in = net.input_size
     lo = torch.as_tensor(np.array(problem.box.lower), dtype=dtype, device=device).reshape(1, n_in)
     hi = torch.as_tensor(np.array(problem.box.upper), dtype=dtype, device=device).reshape(1, n_in)
-    exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
 
     cex = falsify.search(torch.cat([lo, hi, (lo + hi) / 2]))
     if cex is None:
@@ -322,32 +335,81 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
                       budget)
     if cex is not None:
         return violated(stats, cex)
+    out = _search(net, spec, falsify, lo, hi, options, budget, stats)
+    if out.counterexample is not None:
+        return violated(stats, out.counterexample)
+    if out.reason:
+        return undecided(stats, out.reason)
+    return holds(stats)
 
-    root_box = Bounds(lo.reshape(1, *net.input_shape), hi.reshape(1, *net.input_shape))
+
+@dataclass(frozen=True, slots=True)
+class BoxesOutcome:
+    """What ReLU splitting inside several input boxes settled: a counterexample (in one of the
+    boxes), or which boxes are still open (``[NB]`` bool) and why (empty when none is)."""
+
+    counterexample: Counterexample | None
+    open_boxes: torch.Tensor
+    reason: str
+
+
+def split_boxes(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
+                options: BaBOptions, budget: Budget, stats: Stats, box_domains: int) -> BoxesOutcome:
+    """ReLU splitting inside the input boxes ``lo, hi: [NB, n]`` at once (the boxes' domains share
+    the batches, shallowest first); ``net`` and ``spec`` in ``options``' dtype.  A box is proved
+    when none of its domains is left open; a box is given up (left open) once ``box_domains`` of
+    its domains have been bounded.  Input splitting hands its hardest sub-boxes here."""
+    return _search(net, spec, falsify, lo, hi, options, budget, stats, box_domains=box_domains)
+
+
+def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
+            options: BaBOptions, budget: Budget, stats: Stats, box_domains: int | None = None) -> BoxesOutcome:
+    """The search shared by :func:`relu_split` and :func:`split_boxes`: batches of the open
+    domains with the worst bound first; with ``box_domains`` (many boxes), the shallowest
+    first, then the worst, so every box gets its first splits before any box gets deep ones,
+    and a box is given up after that many domains."""
+    breadth_first = box_domains is not None
+    dtype, device = lo.dtype, lo.device
+    k_groups, rows = spec.n_groups, spec.C.shape[0]
+    n_boxes = lo.shape[0]
+    exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
+    root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
         root = crown_bounds(net, root_box)
     if options.intermediate_alpha_iterations > 0:
-        # Every domain inherits the root's intermediate bounds: tighten them once, with alpha-CROWN.
+        # Every domain inherits its box's intermediate bounds: tighten them once, with alpha-CROWN.
         root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
                                                               lr=options.lr_alpha), root)
     layout = _Layout.of(net)
     bounder = _Bounder(net, spec, root, layout)
     total = layout.total
-    splits = torch.zeros(1, total, dtype=torch.int8, device=device)
-    alpha0 = torch.cat([(bounder.u0 >= -bounder.l0).to(dtype)]).reshape(1, 1, total).expand(1, rows, total)
     store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
-    pool = {"splits": splits, "alpha": alpha0.to(store), "beta": torch.zeros(1, rows, total, dtype=store),
-            "open": torch.ones(1, k_groups, dtype=torch.bool, device=device),
-            "key": lo.new_full((1,), -torch.inf), "depth": torch.zeros(1, dtype=torch.long, device=device)}
-    cap = domain_cap(options, total * (1 + 8 * rows) + 64 + k_groups)
+    alpha0 = (bounder.u0 >= -bounder.l0).to(store).unsqueeze(1).expand(n_boxes, rows, total)
+    pool = {"splits": torch.zeros(n_boxes, total, dtype=torch.int8, device=device),
+            "box": torch.arange(n_boxes, device=device), "alpha": alpha0,
+            "beta": torch.zeros(n_boxes, rows, total, dtype=store, device=device),
+            "open": torch.ones(n_boxes, k_groups, dtype=torch.bool, device=device),
+            "key": lo.new_full((n_boxes,), -torch.inf), "depth": torch.zeros(n_boxes, dtype=torch.long, device=device)}
+    cap = domain_cap(options, total * (1 + 8 * rows) + 72 + k_groups)
+    undecided_boxes = torch.zeros(n_boxes, dtype=torch.bool, device=device)  # or given up
+    spent = torch.zeros(n_boxes, dtype=torch.long, device=device)
     first = True
     lr = (options.lr_alpha, options.lr_beta)
+
+    def still_open(reason: str) -> BoxesOutcome:
+        left = undecided_boxes.clone()
+        left[pool["box"]] = True
+        return BoxesOutcome(None, left, reason)
+
     while pool["key"].shape[0]:
         if budget.expired:
-            return undecided(stats, f"timeout after {stats.domains} domains, {pool['key'].shape[0]} open")
+            return still_open(f"timeout after {stats.domains} domains, {pool['key'].shape[0]} open")
         n = pool["key"].shape[0]
         size = min(options.relu_batch_size, n)
-        if n <= cap // 2:
+        if n <= cap // 2 and breadth_first:
+            order = torch.argsort(pool["key"])
+            idx = order[torch.argsort(pool["depth"][order], stable=True)[:size]]
+        elif n <= cap // 2:
             idx = torch.topk(pool["key"], size, largest=False).indices
         else:
             idx = torch.arange(n - size, n, device=device)
@@ -357,34 +419,42 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
         pool = {k: v[keep] for k, v in pool.items()}
         iters = options.alpha_iterations if first else options.beta_iterations
         first = False
-        lower, a_x, coef, alpha, beta = bounder.bound(d["splits"], d["alpha"].to(dtype), d["beta"].to(dtype),
-                                                      d["open"], iters, lr, budget)
+        lower, a_x, coef, alpha, beta = bounder.bound(d["splits"], d["box"], d["alpha"].to(dtype),
+                                                      d["beta"].to(dtype), d["open"], iters, lr, budget)
         stats.domains += size
         stats.batches += 1
+        if box_domains is not None:
+            spent += torch.bincount(d["box"], minlength=n_boxes)
+            over = spent > box_domains
+            if bool(over.any()):
+                undecided_boxes |= over
+                left = ~over[pool["box"]]
+                pool = {k: v[left] for k, v in pool.items()}
         dm = spec.disjunct_margins(lower)
         unclosed = d["open"] & ~(dm > 0)
         todo = unclosed.any(dim=1)
+        if box_domains is not None:
+            todo &= ~undecided_boxes[d["box"]]
         if not bool(todo.any()):
             continue
         sel = todo.nonzero().flatten()
         d = {k: v[sel] for k, v in d.items()}
         lower, a_x, coef, alpha, beta = lower[sel], a_x[sel], coef[sel], alpha[sel], beta[sel]
         unclosed, dm = unclosed[sel], dm[sel]
-        m = sel.numel()
-        cex = falsify.search(corner_points(a_x, lo.expand(m, -1), hi.expand(m, -1), spec.group, k_groups,
-                                           unclosed))
+        cex = falsify.search(corner_points(a_x, lo[d["box"]], hi[d["box"]], spec.group, k_groups, unclosed))
         if cex is not None:
-            return violated(stats, cex)
-        neuron = _branch(bounder, d["splits"], coef)
+            return BoxesOutcome(cex, still_open("").open_boxes, "")
+        neuron = _branch(bounder, d["splits"], d["box"], coef)
         leaf = neuron < 0
         if bool(leaf.any()):
             for j in leaf.nonzero().flatten().tolist():
-                proved, cex = (_leaf_lp(bounder, falsify, d["splits"][j], unclosed[j]) if exact and options.leaf_lp
-                               else (False, None))
+                proved, cex = (_leaf_lp(bounder, falsify, d["splits"][j], int(d["box"][j]), unclosed[j])
+                               if exact and options.leaf_lp else (False, None))
                 if cex is not None:
-                    return violated(stats, cex)
+                    return BoxesOutcome(cex, still_open("").open_boxes, "")
                 if not proved:
                     stats.undecided += 1
+                    undecided_boxes[d["box"][j]] = True
             go = ~leaf
             d = {k: v[go] for k, v in d.items()}
             alpha, beta, unclosed, dm, neuron = alpha[go], beta[go], unclosed[go], dm[go], neuron[go]
@@ -397,16 +467,18 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
         inactive[r, neuron] = -1
         key = torch.where(unclosed, dm, torch.full_like(dm, torch.inf)).amin(dim=1)
         depth = d["depth"] + 1
-        children = {"splits": torch.cat([active, inactive]), "alpha": torch.cat([alpha, alpha]).to(store),
-                    "beta": torch.cat([beta, beta]).to(store), "open": torch.cat([unclosed, unclosed]),
-                    "key": torch.cat([key, key]), "depth": torch.cat([depth, depth])}
+        children = {"splits": torch.cat([active, inactive]), "box": torch.cat([d["box"], d["box"]]),
+                    "alpha": torch.cat([alpha, alpha]).to(store), "beta": torch.cat([beta, beta]).to(store),
+                    "open": torch.cat([unclosed, unclosed]), "key": torch.cat([key, key]),
+                    "depth": torch.cat([depth, depth])}
         pool = {k: torch.cat([v, children[k]]) for k, v in pool.items()}
         stats.max_depth = max(stats.max_depth, int(depth.max()))
         stats.max_open = max(stats.max_open, pool["key"].shape[0])
         if pool["key"].shape[0] > cap:
-            return undecided(stats, f"domain cap {cap} reached after {stats.domains} domains, "
-                             f"{pool['key'].shape[0]} open")
-    if stats.undecided:
-        return undecided(stats, f"{stats.undecided} fully split domain(s) not decided by the leaf LP "
-                         f"after {stats.domains} domains")
-    return holds(stats)
+            return still_open(f"domain cap {cap} reached after {stats.domains} domains, "
+                              f"{pool['key'].shape[0]} open")
+    if bool(undecided_boxes.any()):
+        return still_open(f"{stats.undecided} fully split domain(s) not decided by the leaf LP "
+                          f"after {stats.domains} domains" if box_domains is None else
+                          f"{int(undecided_boxes.sum())} box(es) given up or undecided")
+    return still_open("")

@@ -170,20 +170,27 @@ FAST = {"alpha_iterations": 5, "attack_restarts": 0}
 #: Input splitting that tightens every unproved sub-box's intermediate bounds with alpha-CROWN
 #: (by default only sub-boxes with 32+ unstable ReLUs are, which these small nets never have).
 TIGHTEN_ALL = {"tighten_iterations": 3, "tighten_unstable": 0, "tighten_every": 1}
+#: Input splitting that hands every unproved sub-box to ReLU splitting (several boxes per batch,
+#: each given up after 4 domains and handed again one depth later): the hybrid path, with boxes
+#: proved there and boxes returned to input splitting.
+HYBRID = {"relu_depth": 1, "relu_every": 1, "relu_max_unstable": 10_000, "relu_box_domains": 4}
 
 
-@pytest.mark.parametrize("mode,extra", [("input", {}), ("relu", {}), ("input", TIGHTEN_ALL)],
-                         ids=["input", "relu", "input-tightened"])
-def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int],
+@pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("relu", {}, ""),
+                                                ("input", TIGHTEN_ALL, "tightened"),
+                                                ("input", HYBRID, "relu_proved")],
+                         ids=["input", "relu", "input-tightened", "input-hybrid"])
+def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int], counter: str,
                                     random_problems: list[tuple[Problem, bool]]) -> None:
     engine = make_engine({"mode": mode, **FAST, **extra})
     kinds = {True: 0, False: 0}
-    tightened = 0
+    counts = {"tightened": 0, "relu_proved": 0, "relu_boxes": 0}
     for problem, is_violated in random_problems:
         verdict = engine.check(problem, Budget.seconds(20))
         assert verdict.status is not Status.UNKNOWN, (problem.name, verdict.reason)
         assert verdict.stats["mode"] == mode
-        tightened += verdict.stats.get("tightened", 0)
+        for key in counts:
+            counts[key] += verdict.stats.get(key, 0)
         expected = Status.VIOLATED if is_violated else Status.HOLDS
         assert verdict.status is expected, (problem.name, verdict.status, verdict.stats)
         if verdict.status is Status.VIOLATED:
@@ -191,7 +198,9 @@ def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int],
             assert_counterexample(problem, verdict.counterexample.x)
         kinds[is_violated] += 1
     assert kinds[True] >= 10 and kinds[False] >= 10, kinds
-    assert (tightened > 0) == bool(extra), tightened
+    assert (counts["tightened"] > 0) == (counter == "tightened"), counts
+    if counter == "relu_proved":  # boxes were proved there, and some given back to input splitting
+        assert counts["relu_proved"] > 0 and counts["relu_boxes"] > counts["relu_proved"], counts
 
 
 @pytest.mark.parametrize("mode", ["input", "relu"])
