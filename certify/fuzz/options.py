@@ -102,7 +102,7 @@ class FuzzOptions:
     ``s = 1 - (1 - s0)^(n + 1)`` of its distance to the farther bound, per dimension: the
     ``pgd`` strategy's random offset and the ``boundary`` strategy's share of moved coordinates);
     ``descent_s0``: the same rule's base for the signed-gradient steps of an episode (MNIST-FC's
-    17th violation: median 0.47 s with 0.1, 0.18 s with 0.5, 0.11 s with 0.7, 4 seeds each,
+    17th violation: median 0.47 s with 0.1 (5 seeds), 0.18 s with 0.5, 0.11 s with 0.7 (4 each),
     all 21 within about 1 s either way; ACAS Xu's one-step episodes do not descend, and its
     41st violation came later with ``s0`` 0.5 than with 0.1: 0.66 s against 0.38 s);
     ``pool``: seeds kept per problem; ``max_samples``: stop after this many lane-samples
