@@ -240,18 +240,15 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
             continue
         d = {key: v[todo] for key, v in d.items()}
         unclosed, dm = unclosed[todo], dm[todo]
-        if options.relu_depth > 0:
-            unstable = ((d["known"][:, 0] < 0) & (d["known"][:, 1] > 0)).sum(dim=1)
-            handed = ((d["depth"] >= options.relu_depth) & ((d["depth"] - options.relu_depth) % options.relu_every == 0)
-                      & (unstable <= options.relu_max_unstable))
-            if bool(handed.any()):
-                keep, cex = _relu_phase(net, spec, falsify, options, d, handed, budget, stats)
-                if cex is not None:
-                    return violated(stats, cex)
-                d = {key: v[keep] for key, v in d.items()}
-                unclosed, dm = unclosed[keep], dm[keep]
-                if not bool(keep.any()):
-                    continue
+        handed = _handed(options, d)
+        if bool(handed.any()):
+            keep, cex = _relu_phase(net, spec, falsify, options, d, handed, budget, stats)
+            if cex is not None:
+                return violated(stats, cex)
+            d = {key: v[keep] for key, v in d.items()}
+            unclosed, dm = unclosed[keep], dm[keep]
+            if not bool(keep.any()):
+                continue
         corners = corner_points(d["A"], d["lo"], d["hi"], spec.group, k, unclosed)
         cex = falsify.search(corners)
         if cex is None and fuzz_turn.due():
@@ -293,6 +290,20 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
         return undecided(stats, f"{stats.undecided} sub-box(es) at minimal width neither proved nor "
                          f"falsified after {stats.domains} domains")
     return holds(stats)
+
+
+def _unstable(known: torch.Tensor) -> torch.Tensor:
+    """Unstable ReLUs per domain from its stacked intermediate bounds ``known: [B, 2, m]``: ``[B]``."""
+    return ((known[:, 0] < 0) & (known[:, 1] > 0)).sum(dim=1)
+
+
+def _handed(options: BaBOptions, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Domains to hand to ReLU splitting (see :class:`~certify.bab.common.BaBOptions`): ``[B]`` bool."""
+    depth = d["depth"]
+    if options.relu_depth <= 0:
+        return torch.zeros_like(depth, dtype=torch.bool)
+    return ((depth >= options.relu_depth) & ((depth - options.relu_depth) % options.relu_every == 0)
+            & (_unstable(d["known"]) <= options.relu_max_unstable))
 
 
 def _relu_phase(net: Network, spec: SpecMatrix, falsify: Falsifier, options: BaBOptions,
@@ -367,8 +378,7 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
     if mode == "two-stage":
         out = _rebound(net, spec, options, out, _unproved(spec, out), None)
     if options.tighten_iterations > 0 and mode != "forward":
-        unstable = ((out["known"][:, 0] < 0) & (out["known"][:, 1] > 0)).sum(dim=1)
-        pick = (_unproved(spec, out) & (unstable >= options.tighten_unstable)
+        pick = (_unproved(spec, out) & (_unstable(out["known"]) >= options.tighten_unstable)
                 & (out["depth"] % options.tighten_every == 0))
         out = _rebound(net, spec, options, out, pick, _tightening(options))
         stats.tightened += int(pick.sum())

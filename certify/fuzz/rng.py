@@ -50,5 +50,10 @@ class Rng:
             return torch.randperm(n, generator=self.torch), counts
         cdf = weights.to(torch.float64).cumsum(dim=0)
         u = self.uniform((n,)).to(dtype=cdf.dtype) * cdf[-1]
-        draws = (u.unsqueeze(-1) >= cdf[:-1]).sum(dim=-1)
-        return torch.argsort(draws, stable=True), torch.bincount(draws, minlength=k).tolist()
+        return grouping((u.unsqueeze(-1) >= cdf[:-1]).sum(dim=-1), k)
+
+
+def grouping(draws: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
+    """Categorical ``draws: [n]`` (values in ``range(k)``) as :meth:`Rng.grouped` returns them:
+    the items sorted by category (stable) and each category's count."""
+    return torch.argsort(draws, stable=True), torch.bincount(draws, minlength=k).tolist()

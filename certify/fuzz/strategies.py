@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from certify.fuzz.rng import Rng
+from certify.fuzz.rng import Rng, grouping
 
 #: Strategy names, in the order of :meth:`certify.fuzz.options.StrategyWeights.as_tuple`.
 #: ``uniform`` comes first: it is the one strategy that needs no seed (see :func:`sorted_starts`).
@@ -55,8 +55,7 @@ def starts(strategy: torch.Tensor, seed: torch.Tensor, grad: torch.Tensor, scale
     the strategies before it picks the seeds and gathers the boxes, so it does both in that
     order (and picks no seed for ``uniform`` lanes) and calls :func:`sorted_starts` directly.
     """
-    order = torch.argsort(strategy, stable=True)
-    counts = torch.bincount(strategy, minlength=len(STRATEGIES)).tolist()
+    order, counts = grouping(strategy, len(STRATEGIES))
     seeded = order[counts[UNIFORM]:]
     x = sorted_starts(counts, seed[seeded], grad[seeded], scale[seeded], lower[order], upper[order], rng)
     out = torch.empty_like(x)
