@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -376,7 +377,7 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
             b = b.intersect(fixed[node.name])
         if method == "crown" and node.name in needs:
             out[node.name] = b
-            b = b.intersect(_crown_node(network, node, out, {node_ops[u] for u in users[node.name]}, max_rows))
+            b = b.intersect(crown_node(network, node, out, {node_ops[u] for u in users[node.name]}, max_rows))
             if fixed and node.name in fixed:
                 b = b.intersect(fixed[node.name])
         out[node.name] = b
@@ -395,8 +396,11 @@ def _needed_rows(need: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, order, order[:, :1].expand(-1, r_max))
 
 
-def _crown_node(network: Network, node: Node, bounds: dict[str, Bounds], user_ops: set[Op],
-                max_rows: int) -> Bounds:
+def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_ops: set[Op],
+               max_rows: int = 4096) -> Bounds:
+    """``node``'s bounds in ``bounds``, tightened by CROWN (default slopes) on the bounds of the
+    nodes before it.  Only the rows that matter are bounded: when every user of the node is a
+    ReLU (``user_ops``), each domain's unstable neurons; otherwise all of them."""
     current = bounds[node.name]
     bsz, n = current.lower.shape[0], node.size
     lower = current.lower.flatten(1).clone()
@@ -581,6 +585,16 @@ class AlphaOptions:
     search_dtype: torch.dtype | None = None
 
 
+def adam(params: list[torch.Tensor] | list[dict[str, Any]], lr: float) -> torch.optim.Adam:
+    """Adam over ``params`` (tensors, or groups with their own ``lr``), fused into one kernel per
+    step where this torch build has that for the params' device (CPU since torch 2.4): on a
+    CPU, ten times faster per step than the loop over elementwise ops."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor,
                           options: AlphaOptions = AlphaOptions(),
                           init: Mapping[str, torch.Tensor] | None = None,
@@ -611,7 +625,7 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
     if not relus or options.iterations <= 0 or (stop is not None and stop(best.lower)):
         return best, {k: v.detach() for k, v in alphas.items()}
     best_alpha = {k: v.detach().clone() for k, v in alphas.items()}
-    opt = torch.optim.Adam(list(alphas.values()), lr=options.lr)
+    opt = adam(list(alphas.values()), lr=options.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, options.lr_decay)
     for _ in range(options.iterations):
         with torch.enable_grad():

@@ -45,6 +45,13 @@ class BaBOptions:
     beta_iterations: joint alpha/beta iterations per batch in ReLU mode.
     intermediate_alpha_iterations: ReLU mode tightens the root's intermediate bounds (which every
         domain inherits) with this many alpha-CROWN iterations per layer (0: plain CROWN).
+    refine_intermediate: ReLU mode recomputes each domain's intermediate bounds after its newest
+        split by CROWN on its own bounds (a split neuron is exact there), before its alphas and
+        betas are optimized; children inherit them.  Off, every domain keeps its box's root
+        bounds, clamped by its splits.
+    search_float32: ReLU mode searches alphas and betas in float32 (about twice as fast on a CPU);
+        the bound that proves a domain is then recomputed in ``dtype`` with the slopes and
+        multipliers found (any slopes in [0, 1] and multipliers >= 0 give a sound bound).
     branching: input mode ``smart`` (|A_i| * width_i from the linear bounds) or ``widest``;
         ReLU mode always uses a BaBSR score.
     attack_restarts / attack_steps: the PGD attack on the root in ReLU mode (0 disables).
@@ -75,6 +82,8 @@ class BaBOptions:
     lr_tighten: float = 0.5
     beta_iterations: int = 24
     intermediate_alpha_iterations: int = 20
+    refine_intermediate: bool = True
+    search_float32: bool = True
     lr_alpha: float = 0.25
     lr_beta: float = 0.1
     branching: str = "smart"
@@ -122,12 +131,14 @@ class Stats:
     tightened: int = 0  # domains whose intermediate bounds alpha-CROWN tightened
     relu_boxes: int = 0  # input-mode sub-boxes handed to ReLU splitting
     relu_proved: int = 0  # ... and proved there
+    empty: int = 0  # ReLU domains whose splits contradict each other (closed)
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "domains": self.domains, "batches": self.batches,
                 "max_depth": self.max_depth, "max_open": self.max_open, "undecided": self.undecided,
-                "tightened": self.tightened, "relu_boxes": self.relu_boxes, "relu_proved": self.relu_proved}
+                "tightened": self.tightened, "relu_boxes": self.relu_boxes, "relu_proved": self.relu_proved,
+                "empty": self.empty}
 
     @property
     def seconds(self) -> float:

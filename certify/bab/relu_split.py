@@ -1,13 +1,17 @@
 """Batched ReLU splitting with beta-CROWN bounds.
 
 A domain is the whole input box plus split decisions ``s_j in {+1 (z_j >= 0), -1 (z_j <= 0)}``
-on unstable ReLU pre-activations ``z_j``.  Intermediate bounds are the root's CROWN bounds
-tightened by alpha-CROWN (:func:`certify.bounds.alpha_crown_bounds`), clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``), so a split
-neuron is relaxed exactly.  The splits are enforced in the final bound by Lagrange multipliers
-(beta-CROWN): for ``beta >= 0`` the term ``-s_j * beta_j * z_j`` is non-positive on the domain,
-so adding it to the objective before the CROWN backward pass keeps a sound lower bound, and
-optimizing ``beta`` (with the ReLU lower slopes ``alpha``) tightens it.  Children start from
-their parent's alphas and betas.
+on unstable ReLU pre-activations ``z_j``.  Each domain carries its own intermediate bounds:
+the root's CROWN bounds tightened by alpha-CROWN (:func:`certify.bounds.alpha_crown_bounds`),
+clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``, so a split
+neuron is relaxed exactly), and, for the layers after its newest split, recomputed by CROWN on
+the domain's own bounds (``refine_intermediate``).  The splits are enforced in the final bound
+by Lagrange multipliers (beta-CROWN): for ``beta >= 0`` the term ``-s_j * beta_j * z_j`` is
+non-positive on the domain, so adding it to the objective before the CROWN backward pass keeps
+a sound lower bound, and optimizing ``beta`` (with the ReLU lower slopes ``alpha``) tightens
+it.  Children start from their parent's alphas and betas.  The alphas and betas are searched
+in float32 (``search_float32``); the bound that decides a domain is recomputed with them in
+the search's own dtype (float64 by default).
 
 The same search runs inside many input boxes at once (:func:`split_boxes`: each domain names
 its box, and each box has its own root bounds), which is how input splitting hands over its
@@ -28,7 +32,8 @@ import torch
 
 from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
     violated
-from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, alpha_crown_bounds, crown_bounds
+from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, adam, alpha_crown_bounds, \
+    crown_bounds, crown_node
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.network import Network, Node, Op
@@ -69,34 +74,62 @@ class _Bounder:
     ``root`` holds the intermediate bounds of one or more input boxes (leading dimension ``NB``);
     each domain names its box (``box: [B]``, long), so one search can run inside many boxes."""
 
-    def __init__(self, net: Network, spec: SpecMatrix, root: dict[str, Bounds], layout: _Layout) -> None:
+    def __init__(self, net: Network, spec: SpecMatrix, root: dict[str, Bounds], layout: _Layout,
+                 search: torch.dtype | None = None) -> None:
         self.net, self.spec, self.root, self.layout = net, spec, root, layout
+        # Alphas and betas may be searched in a cheaper dtype; the bound that decides is then
+        # recomputed in the network's own dtype with the slopes and multipliers found.
+        self.search = net.dtype if search is None else search
+        self.search_net = net if self.search == net.dtype else net.to(dtype=self.search)
+        self.search_root = root if self.search == net.dtype else {
+            k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in root.items()}
         # Root bounds of the pre-activations, flattened: [NB, total].
-        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre], dim=1) if layout.total else None
-        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre], dim=1) if layout.total else None
+        nb = next(iter(root.values())).lower.shape[0]
+        none = next(iter(root.values())).lower.new_zeros(nb, 0)
+        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre], dim=1) if layout.total else none
+        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre], dim=1) if layout.total else none
+        self.nodes = {n.name: n for n in net.nodes}
+        users = net.users()
+        self.user_ops = [{self.nodes[u].op for u in users[p]} for p in layout.pre]
 
-    def clamped(self, splits: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-activation bounds of each domain: ``[B, total]`` twice."""
-        l0, u0 = _rows(self.l0, box), _rows(self.u0, box)
-        lo = torch.where(splits > 0, l0.clamp(min=0), l0)
-        hi = torch.where(splits < 0, u0.clamp(max=0), u0)
-        return lo, hi
-
-    def context(self, splits: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor) -> BackwardContext:
-        bsz = splits.shape[0]
-        bounds = {k: Bounds(_rows(v.lower, box), _rows(v.upper, box)) for k, v in self.root.items()}
-        lo, hi = self.clamped(splits, box)
+    def context(self, lo: torch.Tensor, hi: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor,
+                ) -> BackwardContext:
+        """The bounds a backward pass reads for domains with pre-activation bounds ``lo, hi:
+        [B, total]`` in boxes ``box: [B]`` (every other node keeps its box's root bounds, in
+        ``lo``'s dtype)."""
+        bsz = lo.shape[0]
+        root = self.root if lo.dtype == self.net.dtype else self.search_root
+        bounds = {k: Bounds(_rows(v.lower, box), _rows(v.upper, box)) for k, v in root.items()}
         for k, (relu, pre) in enumerate(zip(self.layout.relus, self.layout.pre)):
             shape = (bsz, *relu.shape)
             bounds[pre] = Bounds(self.layout.part(lo, k).reshape(shape), self.layout.part(hi, k).reshape(shape))
         return BackwardContext(bounds, alphas)
 
-    def backward(self, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
+    def refine(self, lo: torch.Tensor, hi: torch.Tensor, box: torch.Tensor, after: torch.Tensor,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each domain's pre-activation bounds of the ReLU layers after ``after: [B]`` (the layer
+        of its newest split), recomputed by CROWN on the domain's own bounds of the layers
+        before, and intersected with the bounds it has.  A split neuron is relaxed exactly, so
+        the layers after a split tighten; the layers up to it cannot change."""
+        lo, hi = lo.clone(), hi.clone()
+        for k in range(1, len(self.layout.relus)):
+            sel = (after < k).nonzero().flatten()
+            if sel.numel() == 0:
+                continue
+            ctx = self.context(lo[sel], hi[sel], {}, box[sel])
+            node = self.nodes[self.layout.pre[k]]
+            fresh = crown_node(self.net, node, ctx.bounds, self.user_ops[k])
+            a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
+            lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
+            hi[sel, a:b] = torch.minimum(hi[sel, a:b], fresh.upper.flatten(1))
+        return lo, hi
+
+    def backward(self, net: Network, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """CROWN backward pass of ``c: [B, S, n_out]`` with ``beta_terms[pre]`` added to the
-        coefficients of each pre-activation node.  Returns ``lower [B, S]``, the input
-        coefficients ``[B, S, n_in]`` and the coefficients met at each ReLU output."""
-        net = self.net
+        """CROWN backward pass of ``c: [B, S, n_out]`` through ``net`` (the network or its copy in
+        the search dtype) with ``beta_terms[pre]`` added to the coefficients of each
+        pre-activation node.  Returns ``lower [B, S]``, the input coefficients ``[B, S, n_in]``
+        and the coefficients met at each ReLU output."""
         c = c.reshape(*c.shape[:2], *net.output_shape)
         acc: dict[str, torch.Tensor] = {net.output: c}
         bias = c.new_zeros(c.shape[:2])
@@ -124,33 +157,37 @@ class _Bounder:
         lower = (a_x.clamp(min=0) * lo + a_x.clamp(max=0) * hi).flatten(2).sum(-1) + bias
         return lower, a_x.flatten(2), at_relu
 
-    def bound(self, splits: torch.Tensor, box: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
+    def bound(self, lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor, box: torch.Tensor,
+              alpha: torch.Tensor, beta: torch.Tensor,
               open_: torch.Tensor, iterations: int, lr: tuple[float, float], budget: Budget,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Optimize alphas and betas of a batch: ``splits [B, total]`` (int8), ``box [B]``,
+        """Optimize alphas and betas of a batch: pre-activation bounds ``lo, hi [B, total]``,
+        ``splits [B, total]`` (int8), ``box [B]``,
         ``alpha, beta [B, S, total]``, ``open_ [B, K]``.
 
         Returns the best ``lower [B, S]``, input coefficients ``[B, S, n_in]``, the BaBSR
         coefficients at the ReLU outputs ``[B, total]`` and the alphas and betas that gave them.
+        The search runs in ``self.search``; the returned bound and input coefficients are those
+        of the network's dtype.
         """
-        spec, layout = self.spec, self.layout
+        spec, layout, sd = self.spec, self.layout, self.search
         bsz = splits.shape[0]
-        c = spec.batch(bsz)
+        c = spec.batch(bsz).to(sd)
         row_open = open_.gather(1, spec.group.unsqueeze(0).expand(bsz, -1))  # [B, S]
-        weight = row_open.to(alpha.dtype)
-        sign = -splits.to(alpha.dtype).unsqueeze(1)  # [B, 1, total]: -s_j
-        alpha = alpha.detach().clone().requires_grad_(True)
-        beta = beta.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([{"params": [alpha], "lr": lr[0]}, {"params": [beta], "lr": lr[1]}])
+        weight = row_open.to(sd)
+        sign = -splits.to(sd).unsqueeze(1)  # [B, 1, total]: -s_j
+        alpha = alpha.detach().to(sd).clone().requires_grad_(True)
+        beta = beta.detach().to(sd).clone().requires_grad_(True)
+        lo_s, hi_s = lo.to(sd), hi.to(sd)
+        opt = adam([{"params": [alpha], "lr": lr[0]}, {"params": [beta], "lr": lr[1]}], lr=lr[0])
         best = None
         for it in range(iterations + 1):
             with torch.enable_grad():
                 alphas = {r.name: layout.part(alpha, k).reshape(bsz, -1, *r.shape)
                           for k, r in enumerate(layout.relus)}
-                beta_terms = {p: (layout.part(sign, k) * layout.part(beta, k)).reshape(bsz, -1, *r.shape)
-                              for k, (r, p) in enumerate(zip(layout.relus, layout.pre))}
-                ctx = self.context(splits, alphas, box)
-                lower, a_x, at_relu = self.backward(ctx, c, beta_terms)
+                beta_terms = self._beta_terms(sign, beta)
+                ctx = self.context(lo_s, hi_s, alphas, box)
+                lower, a_x, at_relu = self.backward(self.search_net, ctx, c, beta_terms)
             with torch.no_grad():
                 lower_d = lower.detach()
                 if best is None:
@@ -177,7 +214,21 @@ class _Bounder:
                 alpha.clamp_(0.0, 1.0)
                 beta.clamp_(min=0.0)
         assert best is not None
+        if sd != self.net.dtype:
+            with torch.no_grad():
+                dt = self.net.dtype
+                alphas = {r.name: layout.part(best[3], k).to(dt).reshape(bsz, -1, *r.shape)
+                          for k, r in enumerate(layout.relus)}
+                ctx = self.context(lo, hi, alphas, box)
+                best[0], best[1], _ = self.backward(self.net, ctx, spec.batch(bsz),
+                                                    self._beta_terms(sign.to(dt), best[4].to(dt)))
         return best[0], best[1], best[2], best[3], best[4]
+
+    def _beta_terms(self, sign: torch.Tensor, beta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The split multipliers' terms ``-s_j beta_j`` per pre-activation node: ``[B, S, *shape]``."""
+        bsz = beta.shape[0]
+        return {p: (self.layout.part(sign, k) * self.layout.part(beta, k)).reshape(bsz, -1, *r.shape)
+                for k, (r, p) in enumerate(zip(self.layout.relus, self.layout.pre))}
 
     def _babsr(self, ctx: BackwardContext, at_relu: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
         """Per neuron, the open rows' coefficient at its ReLU output, summed: ``[B, total]``."""
@@ -199,11 +250,16 @@ def _rows(t: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, box)
 
 
-def _branch(bounder: _Bounder, splits: torch.Tensor, box: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def _clamp(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds ``[B, total]`` with each split applied: ``l_j := max(l_j, 0)`` where ``s_j = +1``,
+    ``u_j := min(u_j, 0)`` where ``s_j = -1``."""
+    return torch.where(splits > 0, lo.clamp(min=0), lo), torch.where(splits < 0, hi.clamp(max=0), hi)
+
+
+def _branch(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """The neuron to split per domain (``-1``: none left): BaBSR's intercept score, the bound
     lost to the upper chord ``-l u / (u - l)`` weighted by the coefficient there, with the
     smaller of ``-l, u`` as a tie-breaker."""
-    lo, hi = bounder.clamped(splits, box)
     unstable = (lo < 0) & (hi > 0) & (splits == 0)
     width = (hi - lo).clamp(min=1e-30)
     intercept = (-lo * hi / width).clamp(min=0)
@@ -241,8 +297,8 @@ def _attack(net: Network, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor
     return falsify.search(x.detach())
 
 
-def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, box: int, open_: torch.Tensor,
-             ) -> tuple[bool, Counterexample | None]:
+def _leaf_lp(bounder: _Bounder, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor,
+             box: int, open_: torch.Tensor) -> tuple[bool, Counterexample | None]:
     """Decide one fully split domain exactly: the network is linear on it.
 
     Returns ``(proved, counterexample)``; ``(False, None)`` when the LP is inconclusive.
@@ -253,7 +309,7 @@ def _leaf_lp(bounder: _Bounder, falsify: Falsifier, splits: torch.Tensor, box: i
         return False, None
     net, spec, layout = bounder.net, bounder.spec, bounder.layout
     splits = splits.unsqueeze(0)
-    ctx = bounder.context(splits, {}, torch.tensor([box], device=splits.device))
+    ctx = bounder.context(lo.unsqueeze(0), hi.unsqueeze(0), {}, torch.tensor([box], device=splits.device))
     box = ctx.bounds[net.input.name]
     n_in = net.input_size
     # Exact linear forms of the split pre-activations and of the unsafe rows.
@@ -381,7 +437,7 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
         root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
                                                               lr=options.lr_alpha), root)
     layout = _Layout.of(net)
-    bounder = _Bounder(net, spec, root, layout)
+    bounder = _Bounder(net, spec, root, layout, torch.float32 if options.search_float32 else None)
     total = layout.total
     store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
     alpha0 = (bounder.u0 >= -bounder.l0).to(store).unsqueeze(1).expand(n_boxes, rows, total)
@@ -389,8 +445,11 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
             "box": torch.arange(n_boxes, device=device), "alpha": alpha0,
             "beta": torch.zeros(n_boxes, rows, total, dtype=store, device=device),
             "open": torch.ones(n_boxes, k_groups, dtype=torch.bool, device=device),
-            "key": lo.new_full((n_boxes,), -torch.inf), "depth": torch.zeros(n_boxes, dtype=torch.long, device=device)}
-    cap = domain_cap(options, total * (1 + 8 * rows) + 72 + k_groups)
+            "key": lo.new_full((n_boxes,), -torch.inf), "depth": torch.zeros(n_boxes, dtype=torch.long, device=device),
+            "lo": bounder.l0, "hi": bounder.u0,
+            "after": torch.full((n_boxes,), len(layout.relus), dtype=torch.long, device=device)}
+    cap = domain_cap(options, total * (1 + 8 * rows + 2 * lo.element_size()) + 80 + k_groups)
+    starts = torch.tensor(layout.offsets, device=device)
     undecided_boxes = torch.zeros(n_boxes, dtype=torch.bool, device=device)  # or given up
     spent = torch.zeros(n_boxes, dtype=torch.long, device=device)
     first = True
@@ -419,10 +478,21 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
         pool = {k: v[keep] for k, v in pool.items()}
         iters = options.alpha_iterations if first else options.beta_iterations
         first = False
-        lower, a_x, coef, alpha, beta = bounder.bound(d["splits"], d["box"], d["alpha"].to(dtype),
-                                                      d["beta"].to(dtype), d["open"], iters, lr, budget)
         stats.domains += size
         stats.batches += 1
+        if options.refine_intermediate:
+            d["lo"], d["hi"] = bounder.refine(d["lo"], d["hi"], d["box"], d["after"])
+            # Bounds that cross (beyond rounding) mean the splits contradict each other: empty.
+            gap = d["lo"] - d["hi"] - PROOF_TOLERANCE * (1 + d["lo"].abs() + d["hi"].abs())
+            feasible = ~(gap > 0).any(dim=1)
+            if not bool(feasible.all()):
+                stats.empty += int((~feasible).sum())
+                d = {k: v[feasible] for k, v in d.items()}
+                if d["key"].shape[0] == 0:
+                    continue
+        lower, a_x, coef, alpha, beta = bounder.bound(d["lo"], d["hi"], d["splits"], d["box"],
+                                                      d["alpha"].to(dtype), d["beta"].to(dtype), d["open"],
+                                                      iters, lr, budget)
         if box_domains is not None:
             spent += torch.bincount(d["box"], minlength=n_boxes)
             over = spent > box_domains
@@ -444,11 +514,12 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
         cex = falsify.search(corner_points(a_x, lo[d["box"]], hi[d["box"]], spec.group, k_groups, unclosed))
         if cex is not None:
             return BoxesOutcome(cex, still_open("").open_boxes, "")
-        neuron = _branch(bounder, d["splits"], d["box"], coef)
+        neuron = _branch(d["lo"], d["hi"], d["splits"], coef)
         leaf = neuron < 0
         if bool(leaf.any()):
             for j in leaf.nonzero().flatten().tolist():
-                proved, cex = (_leaf_lp(bounder, falsify, d["splits"][j], int(d["box"][j]), unclosed[j])
+                proved, cex = (_leaf_lp(bounder, falsify, d["lo"][j], d["hi"][j], d["splits"][j], int(d["box"][j]),
+                                        unclosed[j])
                                if exact and options.leaf_lp else (False, None))
                 if cex is not None:
                     return BoxesOutcome(cex, still_open("").open_boxes, "")
@@ -467,10 +538,13 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
         inactive[r, neuron] = -1
         key = torch.where(unclosed, dm, torch.full_like(dm, torch.inf)).amin(dim=1)
         depth = d["depth"] + 1
-        children = {"splits": torch.cat([active, inactive]), "box": torch.cat([d["box"], d["box"]]),
+        splits = torch.cat([active, inactive])
+        layer = torch.searchsorted(starts, neuron, right=True) - 1
+        c_lo, c_hi = _clamp(torch.cat([d["lo"], d["lo"]]), torch.cat([d["hi"], d["hi"]]), splits)
+        children = {"splits": splits, "box": torch.cat([d["box"], d["box"]]),
                     "alpha": torch.cat([alpha, alpha]).to(store), "beta": torch.cat([beta, beta]).to(store),
                     "open": torch.cat([unclosed, unclosed]), "key": torch.cat([key, key]),
-                    "depth": torch.cat([depth, depth])}
+                    "depth": torch.cat([depth, depth]), "lo": c_lo, "hi": c_hi, "after": torch.cat([layer, layer])}
         pool = {k: torch.cat([v, children[k]]) for k, v in pool.items()}
         stats.max_depth = max(stats.max_depth, int(depth.max()))
         stats.max_open = max(stats.max_open, pool["key"].shape[0])
