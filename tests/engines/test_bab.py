@@ -176,10 +176,16 @@ TIGHTEN_ALL = {"tighten_iterations": 3, "tighten_unstable": 0, "tighten_every": 
 HYBRID = {"relu_depth": 1, "relu_every": 1, "relu_max_unstable": 10_000, "relu_box_domains": 4}
 
 
+#: ReLU splitting as it was before per-domain refinement and the float32 search: every domain
+#: keeps its root's bounds, clamped by its splits, and alphas and betas are searched in float64.
+RELU_PLAIN = {"refine_intermediate": False, "search_float32": False}
+
+
 @pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("relu", {}, ""),
+                                                ("relu", RELU_PLAIN, ""),
                                                 ("input", TIGHTEN_ALL, "tightened"),
                                                 ("input", HYBRID, "relu_proved")],
-                         ids=["input", "relu", "input-tightened", "input-hybrid"])
+                         ids=["input", "relu", "relu-plain", "input-tightened", "input-hybrid"])
 def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int], counter: str,
                                     random_problems: list[tuple[Problem, bool]]) -> None:
     engine = make_engine({"mode": mode, **FAST, **extra})
@@ -258,3 +264,52 @@ def test_input_mode_is_sound_on_tanh_networks() -> None:
     bad = engine.check(problem, Budget.seconds(20))
     assert bad.status is Status.VIOLATED
     assert_counterexample(problem, bad.counterexample.x)
+
+
+def test_refined_domain_bounds_hold_on_the_domain_and_tighten() -> None:
+    """Per-domain refinement (CROWN after the newest split) keeps every pre-activation of every
+    sampled point that satisfies the domain's splits inside the refined bounds, never loosens
+    the clamped root bounds, and tightens some of them."""
+    from certify.bab.relu_split import _Bounder, _clamp, _Layout
+    from certify.bounds import Bounds, crown_bounds
+    from certify.engines.spec_matrix import SpecMatrix
+
+    rng = np.random.default_rng(7)
+    tightened = checked = 0
+    for seed in range(12):
+        net, layers = relu_net(100 + seed, (4, 10, 10, 10, 2))
+        net = net.to(dtype=torch.float64)
+        lo = torch.tensor(rng.uniform(-1, 0, size=(1, 4)))
+        hi = lo + torch.tensor(rng.uniform(0.5, 1.5, size=(1, 4)))
+        root = crown_bounds(net, Bounds(lo, hi))
+        layout = _Layout.of(net)
+        problem = Problem(net, Box(lo[0].numpy(), hi[0].numpy()), (HalfSpaces(np.ones((1, 2)), np.zeros(1)),))
+        bounder = _Bounder(net, SpecMatrix.of(problem, torch.float64, "cpu"), root, layout)
+        # Split up to three unstable neurons of the first layer, at random.
+        unstable = ((bounder.l0 < 0) & (bounder.u0 > 0))[0, :layout.sizes[0]].nonzero().flatten()
+        if unstable.numel() == 0:
+            continue
+        chosen = unstable[torch.randperm(unstable.numel(), generator=torch.Generator().manual_seed(seed))[:3]]
+        splits = torch.zeros(1, layout.total, dtype=torch.int8)
+        splits[0, chosen] = torch.tensor(rng.choice([-1, 1], size=chosen.numel()), dtype=torch.int8)
+        c_lo, c_hi = _clamp(bounder.l0, bounder.u0, splits)
+        box = torch.zeros(1, dtype=torch.long)
+        r_lo, r_hi = bounder.refine(c_lo, c_hi, box, torch.zeros(1, dtype=torch.long))
+        assert bool((r_lo >= c_lo).all() and (r_hi <= c_hi).all())
+        tightened += int(((r_lo > c_lo + 1e-9) | (r_hi < c_hi - 1e-9)).sum())
+        # Points of the box that satisfy the splits, and their pre-activations.
+        x = lo + (hi - lo) * torch.rand(20_000, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        pre, h = [], x
+        for w, b in layers[:-1]:
+            z = h @ torch.tensor(w) + torch.tensor(b)
+            pre.append(z)
+            h = z.clamp(min=0)
+        z = torch.cat(pre, dim=1)  # [N, total]
+        s = splits[0].to(torch.float64)
+        inside = ((z * s) >= 0).all(dim=1)
+        z = z[inside]
+        if z.shape[0] == 0:  # no sample satisfies these splits (the domain may be empty)
+            continue
+        checked += 1
+        assert bool((z >= r_lo - 1e-9).all() and (z <= r_hi + 1e-9).all()), seed
+    assert checked >= 6 and tightened > 0, (checked, tightened)
