@@ -391,12 +391,38 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
                       budget)
     if cex is not None:
         return violated(stats, cex)
-    out = _search(net, spec, falsify, lo, hi, options, budget, stats)
+    root = _root_bounds(net, lo, hi, options)
+    alone = spec.n_groups > 1 and options.joint_share < 1
+    joint = budget.share(options.joint_share) if alone else budget
+    out = _search(net, spec, falsify, lo, hi, options, joint, stats, root=root)
     if out.counterexample is not None:
         return violated(stats, out.counterexample)
-    if out.reason:
-        return undecided(stats, out.reason)
+    if not out.reason or not alone or budget.expired:
+        return undecided(stats, out.reason) if out.reason else holds(stats)
+    # The joint search did not settle it: each disjunct by a search of its own, a single
+    # objective with branching chosen for it alone (the unsafe set is their union).
+    first = out.reason
+    for k in range(spec.n_groups):
+        out = _search(net, spec.disjunct(k), falsify, lo, hi, options, budget, stats, root=root)
+        if out.counterexample is not None:
+            return violated(stats, out.counterexample)
+        if out.reason:
+            return undecided(stats, f"all disjuncts at once: {first}; disjunct {k + 1} of {spec.n_groups} "
+                                    f"alone: {out.reason}")
     return holds(stats)
+
+
+def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions) -> dict[str, Bounds]:
+    """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]``, the intermediate ones
+    tightened by alpha-CROWN (every domain of a box starts from them)."""
+    n_boxes = lo.shape[0]
+    root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
+    with torch.no_grad():
+        root = crown_bounds(net, root_box)
+    if options.intermediate_alpha_iterations > 0:
+        root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
+                                                              lr=options.lr_alpha), root)
+    return root
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,23 +445,20 @@ def split_boxes(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Te
 
 
 def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
-            options: BaBOptions, budget: Budget, stats: Stats, box_domains: int | None = None) -> BoxesOutcome:
+            options: BaBOptions, budget: Budget, stats: Stats, box_domains: int | None = None,
+            root: dict[str, Bounds] | None = None) -> BoxesOutcome:
     """The search shared by :func:`relu_split` and :func:`split_boxes`: batches of the open
     domains with the worst bound first; with ``box_domains`` (many boxes), the shallowest
     first, then the worst, so every box gets its first splits before any box gets deep ones,
-    and a box is given up after that many domains."""
+    and a box is given up after that many domains.  ``root``: the boxes' bounds, when they
+    are already known (:func:`_root_bounds`)."""
     breadth_first = box_domains is not None
     dtype, device = lo.dtype, lo.device
     k_groups, rows = spec.n_groups, spec.C.shape[0]
     n_boxes = lo.shape[0]
     exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
-    root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
-    with torch.no_grad():
-        root = crown_bounds(net, root_box)
-    if options.intermediate_alpha_iterations > 0:
-        # Every domain inherits its box's intermediate bounds: tighten them once, with alpha-CROWN.
-        root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
-                                                              lr=options.lr_alpha), root)
+    if root is None:
+        root = _root_bounds(net, lo, hi, options)
     layout = _Layout.of(net)
     bounder = _Bounder(net, spec, root, layout, torch.float32 if options.search_float32 else None)
     total = layout.total

@@ -38,6 +38,11 @@ class SpecMatrix:
             len(problem.unsafe),
         )
 
+    def disjunct(self, k: int) -> SpecMatrix:
+        """Disjunct ``k`` alone, as a one-disjunct matrix."""
+        rows = self.group == k
+        return SpecMatrix(self.C[rows], self.b[rows], torch.zeros_like(self.group[rows]), 1)
+
     def batch(self, bsz: int) -> torch.Tensor:
         """``C`` repeated for ``bsz`` domains: ``[B, S, n_out]``."""
         return self.C.unsqueeze(0).expand(bsz, -1, -1)

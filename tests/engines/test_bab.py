@@ -181,11 +181,17 @@ HYBRID = {"relu_depth": 1, "relu_every": 1, "relu_max_unstable": 10_000, "relu_b
 RELU_PLAIN = {"refine_intermediate": False, "search_float32": False}
 
 
+#: ReLU splitting one disjunct at a time from the start (by default only after a joint search
+#: that did not settle the problem).
+PER_DISJUNCT = {"joint_share": 0.0}
+
+
 @pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("relu", {}, ""),
-                                                ("relu", RELU_PLAIN, ""),
+                                                ("relu", RELU_PLAIN, ""), ("relu", PER_DISJUNCT, ""),
                                                 ("input", TIGHTEN_ALL, "tightened"),
                                                 ("input", HYBRID, "relu_proved")],
-                         ids=["input", "relu", "relu-plain", "input-tightened", "input-hybrid"])
+                         ids=["input", "relu", "relu-plain", "relu-per-disjunct", "input-tightened",
+                              "input-hybrid"])
 def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int], counter: str,
                                     random_problems: list[tuple[Problem, bool]]) -> None:
     engine = make_engine({"mode": mode, **FAST, **extra})
