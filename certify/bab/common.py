@@ -89,7 +89,7 @@ class BaBOptions:
     intermediate_alpha_iterations: int = 20
     refine_intermediate: bool = True
     search_float32: bool = True
-    joint_share: float = 0.6
+    joint_share: float = 0.5
     lr_alpha: float = 0.25
     lr_beta: float = 0.1
     branching: str = "smart"
