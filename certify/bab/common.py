@@ -49,9 +49,10 @@ class BaBOptions:
         split by CROWN on its own bounds (a split neuron is exact there), before its alphas and
         betas are optimized; children inherit them.  Off, every domain keeps its box's root
         bounds, clamped by its splits.
-    search_float32: ReLU mode searches alphas and betas in float32 (1.4-1.6x as fast on a 2-core CPU);
-        the bound that proves a domain is then recomputed in ``dtype`` with the slopes and
-        multipliers found (any slopes in [0, 1] and multipliers >= 0 give a sound bound).
+    search_float32: ReLU mode searches alphas and betas in float32 (1.4-1.6x as fast on a
+        2-core CPU); the bound that proves a domain is then recomputed in ``dtype`` with the
+        slopes and multipliers found (any slopes in [0, 1] and multipliers >= 0 give a sound
+        bound).
     joint_share: ReLU mode first searches every disjunct of the unsafe set at once (a domain
         carries those still open in it) for this share of the time; if that does not settle the
         problem, the disjuncts are proved one after the other, each by a search of its own (one
