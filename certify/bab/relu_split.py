@@ -84,13 +84,11 @@ class _Bounder:
         self.search_root = root if self.search == net.dtype else {
             k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in root.items()}
         # Root bounds of the pre-activations, flattened: [NB, total].
-        nb = next(iter(root.values())).lower.shape[0]
-        none = next(iter(root.values())).lower.new_zeros(nb, 0)
-        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre], dim=1) if layout.total else none
-        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre], dim=1) if layout.total else none
-        self.nodes = {n.name: n for n in net.nodes}
+        empty = [root[net.input.name].lower.flatten(1)[:, :0]]  # a net without ReLUs: [NB, 0]
+        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre] or empty, dim=1)
+        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre] or empty, dim=1)
         users = net.users()
-        self.user_ops = [{self.nodes[u].op for u in users[p]} for p in layout.pre]
+        self.user_ops = [{net.node(u).op for u in users[p]} for p in layout.pre]
 
     def context(self, lo: torch.Tensor, hi: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor,
                 ) -> BackwardContext:
@@ -117,8 +115,7 @@ class _Bounder:
             if sel.numel() == 0:
                 continue
             ctx = self.context(lo[sel], hi[sel], {}, box[sel])
-            node = self.nodes[self.layout.pre[k]]
-            fresh = crown_node(self.net, node, ctx.bounds, self.user_ops[k])
+            fresh = crown_node(self.net, self.net.node(self.layout.pre[k]), ctx.bounds, self.user_ops[k])
             a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
             lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
             hi[sel, a:b] = torch.minimum(hi[sel, a:b], fresh.upper.flatten(1))
@@ -183,8 +180,7 @@ class _Bounder:
         best = None
         for it in range(iterations + 1):
             with torch.enable_grad():
-                alphas = {r.name: layout.part(alpha, k).reshape(bsz, -1, *r.shape)
-                          for k, r in enumerate(layout.relus)}
+                alphas = self._alphas(alpha)
                 beta_terms = self._beta_terms(sign, beta)
                 ctx = self.context(lo_s, hi_s, alphas, box)
                 lower, a_x, at_relu = self.backward(self.search_net, ctx, c, beta_terms)
@@ -217,12 +213,16 @@ class _Bounder:
         if sd != self.net.dtype:
             with torch.no_grad():
                 dt = self.net.dtype
-                alphas = {r.name: layout.part(best[3], k).to(dt).reshape(bsz, -1, *r.shape)
-                          for k, r in enumerate(layout.relus)}
-                ctx = self.context(lo, hi, alphas, box)
+                ctx = self.context(lo, hi, self._alphas(best[3].to(dt)), box)
                 best[0], best[1], _ = self.backward(self.net, ctx, spec.batch(bsz),
                                                     self._beta_terms(sign.to(dt), best[4].to(dt)))
         return best[0], best[1], best[2], best[3], best[4]
+
+    def _alphas(self, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The flat lower slopes ``[B, S, total]`` per ReLU node: ``[B, S, *shape]``."""
+        bsz = alpha.shape[0]
+        return {r.name: self.layout.part(alpha, k).reshape(bsz, -1, *r.shape)
+                for k, r in enumerate(self.layout.relus)}
 
     def _beta_terms(self, sign: torch.Tensor, beta: torch.Tensor) -> dict[str, torch.Tensor]:
         """The split multipliers' terms ``-s_j beta_j`` per pre-activation node: ``[B, S, *shape]``."""
@@ -397,8 +397,10 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     out = _search(net, spec, falsify, lo, hi, options, joint, stats, root=root)
     if out.counterexample is not None:
         return violated(stats, out.counterexample)
-    if not out.reason or not alone or budget.expired:
-        return undecided(stats, out.reason) if out.reason else holds(stats)
+    if not out.reason:
+        return holds(stats)
+    if not alone or budget.expired:
+        return undecided(stats, out.reason)
     # The joint search did not settle it: each disjunct by a search of its own, a single
     # objective with branching chosen for it alone (the unsafe set is their union).
     first = out.reason
