@@ -397,10 +397,13 @@ def _needed_rows(need: torch.Tensor) -> torch.Tensor:
 
 
 def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_ops: set[Op],
-               max_rows: int = 4096) -> Bounds:
-    """``node``'s bounds in ``bounds``, tightened by CROWN (default slopes) on the bounds of the
-    nodes before it.  Only the rows that matter are bounded: when every user of the node is a
-    ReLU (``user_ops``), each domain's unstable neurons; otherwise all of them."""
+               max_rows: int = 4096,
+               slopes: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None) -> Bounds:
+    """``node``'s bounds in ``bounds``, tightened by CROWN on the bounds of the nodes before it.
+    Only the rows that matter are bounded: when every user of the node is a ReLU
+    (``user_ops``), each domain's unstable neurons; otherwise all of them.  The ReLU lower
+    slopes are CROWN's defaults, or ``slopes(rows)`` for the neurons ``rows: [B, r]`` (lower
+    bound rows, then upper bound rows: ``[B, 2r, *shape]`` per ReLU)."""
     current = bounds[node.name]
     bsz, n = current.lower.shape[0], node.size
     lower = current.lower.flatten(1).clone()
@@ -413,12 +416,12 @@ def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_
     r_max = rows.shape[1]
     if r_max == 0:
         return current
-    ctx = BackwardContext(bounds)
     for start in range(0, r_max, max_rows):
         idx = rows[:, start:start + max_rows]  # [B, r]
         r = idx.shape[1]
         eye = lower.new_zeros(bsz, r, n).scatter_(2, idx.unsqueeze(2), 1.0)
         c = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * r, *node.shape)
+        ctx = BackwardContext(bounds, {} if slopes is None else slopes(idx))
         res = backward(network, node.name, c, ctx).lower
         lower = lower.scatter_reduce(1, idx, res[:, :r], reduce="amax")
         upper = upper.scatter_reduce(1, idx, -res[:, r:], reduce="amin")
@@ -674,9 +677,46 @@ def _alpha_search_cast(network: Network, bounds: Mapping[str, Bounds], c: torch.
     return best, alphas
 
 
+@dataclass(frozen=True, slots=True)
+class NodeSlopes:
+    """The ReLU lower slopes alpha-CROWN found for one ReLU input node's bounds: ``rows [B, R]``
+    the neurons it bounded (per box; padded by repeating, see :func:`_needed_rows`) and, per
+    ReLU before the node, ``alphas[relu]: [B, 2R, *relu.shape]`` (the lower bound rows, then the
+    upper bound rows).  Any slope in [0, 1] is sound, so they may be reused on tighter bounds."""
+
+    rows: torch.Tensor
+    alphas: Mapping[str, torch.Tensor]
+
+    def gather(self, idx: torch.Tensor, box: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The slopes for bounding neurons ``idx: [B, r]`` of boxes ``box: [B]`` (row ``i``: the
+        lower bound of neuron ``idx[:, i]``, row ``r + i`` its upper bound): ``[B, 2r, *shape]``
+        per ReLU.  A neuron this node's rows do not hold gets the first row's slopes."""
+        n_boxes, big_r = self.rows.shape
+        size = int(self.rows.max()) + 1 if big_r else 1
+        width = max(size, int(idx.max()) + 1 if idx.numel() else 1)
+        pos = self.rows.new_zeros(n_boxes, width)
+        pos.scatter_(1, self.rows, torch.arange(big_r, device=self.rows.device).expand(n_boxes, -1))
+        flat = box.unsqueeze(1) * (2 * big_r) + pos[box.unsqueeze(1), idx]  # [B, r]
+        picks = torch.cat([flat, flat + big_r], dim=1).flatten()
+        out = {}
+        for name, a in self.alphas.items():
+            table = a.reshape(n_boxes * 2 * big_r, *a.shape[2:])
+            out[name] = table.index_select(0, picks).reshape(idx.shape[0], 2 * idx.shape[1], *a.shape[2:])
+        return out
+
+
 def alpha_crown_bounds(network: Network, box: Bounds, options: AlphaOptions = AlphaOptions(iterations=20),
                        bounds: Mapping[str, Bounds] | None = None) -> dict[str, Bounds]:
-    """Bounds of every node with the unstable ReLU inputs tightened by alpha-CROWN.
+    """Bounds of every node with the unstable ReLU inputs tightened by alpha-CROWN (see
+    :func:`alpha_crown_layers`)."""
+    return alpha_crown_layers(network, box, options, bounds)[0]
+
+
+def alpha_crown_layers(network: Network, box: Bounds, options: AlphaOptions = AlphaOptions(iterations=20),
+                       bounds: Mapping[str, Bounds] | None = None,
+                       ) -> tuple[dict[str, Bounds], dict[str, NodeSlopes]]:
+    """Bounds of every node with the unstable ReLU inputs tightened by alpha-CROWN, and the
+    slopes that tightened each such node.
 
     Starts from ``bounds`` (default: :func:`crown_bounds`).  Layer by layer, every ReLU input
     node behind at least one ReLU has the bounds of its unstable neurons (per domain) optimized
@@ -685,6 +725,7 @@ def alpha_crown_bounds(network: Network, box: Bounds, options: AlphaOptions = Al
     and the result is intersected with the starting one, so it is never looser.
     """
     out = dict(crown_bounds(network, box) if bounds is None else bounds)
+    slopes: dict[str, NodeSlopes] = {}
     users = network.users()
     ops = {n.name: n.op for n in network.nodes}
     seen_relu = False
@@ -703,12 +744,13 @@ def alpha_crown_bounds(network: Network, box: Bounds, options: AlphaOptions = Al
         eye = lower.new_zeros(bsz, r_max, n).scatter_(2, idx.unsqueeze(2), 1.0)
         c = torch.cat([eye, -eye], dim=1)
         cut = Network(network.nodes[:k + 1], node.name, network.name)
-        best, _ = alpha_crown_objective(cut, out, c, options)
+        best, alphas = alpha_crown_objective(cut, out, c, options)
+        slopes[node.name] = NodeSlopes(idx, {name: a.to(c.dtype) for name, a in alphas.items()})
         res = best.lower.detach()
         new_lower = lower.scatter_reduce(1, idx, res[:, :r_max], reduce="amax")
         new_upper = upper.scatter_reduce(1, idx, -res[:, r_max:], reduce="amin")
         out[node.name] = Bounds(new_lower.reshape(current.lower.shape), new_upper.reshape(current.upper.shape))
-    return out
+    return out, slopes
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -718,6 +760,7 @@ def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "AlphaOptions", "BackwardContext", "Bounds", "CROWN_RULES", "FORWARD_LINEAR_RULES", "IBP_RULES",
     "LinearBound", "LinearForm", "forward_bounds",
-    "alpha_crown_bounds", "alpha_crown_objective", "backward", "crown_bounds", "crown_objective", "ibp", "ibp_objective",
+    "NodeSlopes", "alpha_crown_bounds", "alpha_crown_layers", "alpha_crown_objective", "backward", "crown_bounds",
+    "crown_objective", "ibp", "ibp_objective",
     "input_bounds",
 ]

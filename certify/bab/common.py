@@ -49,6 +49,8 @@ class BaBOptions:
         split by CROWN on its own bounds (a split neuron is exact there), before its alphas and
         betas are optimized; children inherit them.  Off, every domain keeps its box's root
         bounds, clamped by its splits.
+    refine_slopes: the refinement uses, per neuron, the ReLU slopes the root's alpha-CROWN found
+        for that neuron's bounds (sound for any slopes in [0, 1]) instead of CROWN's defaults.
     search_float32: ReLU mode searches alphas and betas in float32 (1.4-1.6x as fast on a
         2-core CPU); the bound that proves a domain is then recomputed in ``dtype`` with the
         slopes and multipliers found (any slopes in [0, 1] and multipliers >= 0 give a sound
@@ -89,6 +91,7 @@ class BaBOptions:
     beta_iterations: int = 24
     intermediate_alpha_iterations: int = 20
     refine_intermediate: bool = True
+    refine_slopes: bool = True
     search_float32: bool = True
     joint_share: float = 0.5
     lr_alpha: float = 0.25

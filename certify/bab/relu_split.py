@@ -32,8 +32,8 @@ import torch
 
 from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
     violated
-from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, adam, alpha_crown_bounds, \
-    crown_bounds, crown_node
+from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, NodeSlopes, adam, \
+    alpha_crown_layers, crown_bounds, crown_node
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.network import Network, Node, Op
@@ -74,9 +74,11 @@ class _Bounder:
     ``root`` holds the intermediate bounds of one or more input boxes (leading dimension ``NB``);
     each domain names its box (``box: [B]``, long), so one search can run inside many boxes."""
 
-    def __init__(self, net: Network, spec: SpecMatrix, root: dict[str, Bounds], layout: _Layout,
+    def __init__(self, net: Network, spec: SpecMatrix, root: _Root, layout: _Layout,
                  search: torch.dtype | None = None) -> None:
-        self.net, self.spec, self.root, self.layout = net, spec, root, layout
+        self.net, self.spec, self.layout = net, spec, layout
+        self.root, self.slopes = root.bounds, root.slopes
+        root = root.bounds
         # Alphas and betas may be searched in a cheaper dtype; the bound that decides is then
         # recomputed in the network's own dtype with the slopes and multipliers found.
         self.search = net.dtype if search is None else search
@@ -115,7 +117,10 @@ class _Bounder:
             if sel.numel() == 0:
                 continue
             ctx = self.context(lo[sel], hi[sel], {}, box[sel])
-            fresh = crown_node(self.net, self.net.node(self.layout.pre[k]), ctx.bounds, self.user_ops[k])
+            pre = self.layout.pre[k]
+            found = self.slopes.get(pre)
+            slopes = None if found is None else lambda idx, found=found, sel=sel: found.gather(idx, box[sel])
+            fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes)
             a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
             lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
             hi[sel, a:b] = torch.minimum(hi[sel, a:b], fresh.upper.flatten(1))
@@ -414,17 +419,27 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     return holds(stats)
 
 
-def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions) -> dict[str, Bounds]:
+@dataclass(frozen=True, slots=True)
+class _Root:
+    """The bounds every domain of a box starts from (``[NB, ...]`` per node) and the slopes
+    alpha-CROWN found for the intermediate ones (empty: refinement uses CROWN's defaults)."""
+
+    bounds: dict[str, Bounds]
+    slopes: dict[str, NodeSlopes]
+
+
+def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions) -> _Root:
     """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]``, the intermediate ones
     tightened by alpha-CROWN (every domain of a box starts from them)."""
     n_boxes = lo.shape[0]
     root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
         root = crown_bounds(net, root_box)
-    if options.intermediate_alpha_iterations > 0:
-        root = alpha_crown_bounds(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
-                                                              lr=options.lr_alpha), root)
-    return root
+    if options.intermediate_alpha_iterations <= 0:
+        return _Root(root, {})
+    root, slopes = alpha_crown_layers(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
+                                                                  lr=options.lr_alpha), root)
+    return _Root(root, slopes if options.refine_slopes else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +463,7 @@ def split_boxes(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Te
 
 def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
             options: BaBOptions, budget: Budget, stats: Stats, box_domains: int | None = None,
-            root: dict[str, Bounds] | None = None) -> BoxesOutcome:
+            root: _Root | None = None) -> BoxesOutcome:
     """The search shared by :func:`relu_split` and :func:`split_boxes`: batches of the open
     domains with the worst bound first; with ``box_domains`` (many boxes), the shallowest
     first, then the worst, so every box gets its first splits before any box gets deep ones,

@@ -272,12 +272,14 @@ def test_input_mode_is_sound_on_tanh_networks() -> None:
     assert_counterexample(problem, bad.counterexample.x)
 
 
-def test_refined_domain_bounds_hold_on_the_domain_and_tighten() -> None:
-    """Per-domain refinement (CROWN after the newest split) keeps every pre-activation of every
-    sampled point that satisfies the domain's splits inside the refined bounds, never loosens
-    the clamped root bounds, and tightens some of them."""
-    from certify.bab.relu_split import _Bounder, _clamp, _Layout
-    from certify.bounds import Bounds, crown_bounds
+@pytest.mark.parametrize("root_slopes", [False, True], ids=["default-slopes", "root-slopes"])
+def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool) -> None:
+    """Per-domain refinement (CROWN after the newest split, with CROWN's default slopes or the
+    root's alpha-CROWN slopes) keeps every pre-activation of every sampled point that satisfies
+    the domain's splits inside the refined bounds, never loosens the clamped root bounds, and
+    tightens some of them."""
+    from certify.bab.common import BaBOptions
+    from certify.bab.relu_split import _Bounder, _clamp, _Layout, _root_bounds
     from certify.engines.spec_matrix import SpecMatrix
 
     rng = np.random.default_rng(7)
@@ -287,7 +289,8 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten() -> None:
         net = net.to(dtype=torch.float64)
         lo = torch.tensor(rng.uniform(-1, 0, size=(1, 4)))
         hi = lo + torch.tensor(rng.uniform(0.5, 1.5, size=(1, 4)))
-        root = crown_bounds(net, Bounds(lo, hi))
+        root = _root_bounds(net, lo, hi, BaBOptions(intermediate_alpha_iterations=10 if root_slopes else 0))
+        assert bool(root.slopes) == root_slopes
         layout = _Layout.of(net)
         problem = Problem(net, Box(lo[0].numpy(), hi[0].numpy()), (HalfSpaces(np.ones((1, 2)), np.zeros(1)),))
         bounder = _Bounder(net, SpecMatrix.of(problem, torch.float64, "cpu"), root, layout)
