@@ -196,3 +196,36 @@ def test_alpha_crown_intermediate_bounds_tighten_a_deep_relu_net() -> None:
     gain = sum(float((crown[n].upper - crown[n].lower).sum() - (tight[n].upper - tight[n].lower).sum())
                for n in crown)
     assert gain > 0
+
+
+def test_alpha_crown_slopes_give_crown_node_the_bounds_alpha_crown_found() -> None:
+    """The slopes ``alpha_crown_layers`` returns for a node, gathered per neuron and per box
+    (domains in another box order, boxes repeated), make ``crown_node`` reproduce the bounds
+    alpha-CROWN found for that node's unstable neurons; CROWN's default slopes do not."""
+    from certify.bounds import alpha_crown_layers, crown_node
+
+    net = dense_net(11, [3, 16, 16, 16, 2], Op.RELU)
+    boxes = [random_box(seed, (3,), 0.5)[1] for seed in (11, 12)]
+    box = Bounds(torch.cat([b.lower for b in boxes]), torch.cat([b.upper for b in boxes]))
+    crown = crown_bounds(net, box)
+    tight, slopes = alpha_crown_layers(net, box, AlphaOptions(iterations=15), crown)
+    assert set(slopes) == {"lin1", "lin2"}
+    # Some neurons are stable, and the two boxes bound different ones (and pad their rows).
+    assert all(f.rows.shape[1] < 16 and not torch.equal(f.rows[0], f.rows[1]) for f in slopes.values())
+    domains = torch.tensor([1, 0, 1])
+    gain = 0.0
+    for name, found in slopes.items():
+        node = net.node(name)
+        # Every other node has its tightened bounds; this one its loose CROWN bounds, so the
+        # intersection inside crown_node does not hide what the slopes give.
+        bounds = {k: Bounds(v.lower[domains], v.upper[domains]) for k, v in tight.items()}
+        bounds[name] = Bounds(crown[name].lower[domains], crown[name].upper[domains])
+        with_slopes = crown_node(net, node, bounds, {Op.RELU}, slopes=lambda idx: found.gather(idx, domains))
+        default = crown_node(net, node, bounds, {Op.RELU})
+        want = Bounds(tight[name].lower[domains], tight[name].upper[domains])
+        unstable = (want.lower < 0) & (want.upper > 0)
+        assert bool(unstable.any())
+        assert torch.allclose(with_slopes.lower[unstable], want.lower[unstable], atol=1e-9)
+        assert torch.allclose(with_slopes.upper[unstable], want.upper[unstable], atol=1e-9)
+        gain += float((want.upper - want.lower - default.upper + default.lower)[unstable].abs().sum())
+    assert gain > 1e-3
