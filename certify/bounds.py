@@ -680,23 +680,29 @@ def _alpha_search_cast(network: Network, bounds: Mapping[str, Bounds], c: torch.
 @dataclass(frozen=True, slots=True)
 class NodeSlopes:
     """The ReLU lower slopes alpha-CROWN found for one ReLU input node's bounds: ``rows [B, R]``
-    the neurons it bounded (per box; padded by repeating, see :func:`_needed_rows`) and, per
-    ReLU before the node, ``alphas[relu]: [B, 2R, *relu.shape]`` (the lower bound rows, then the
-    upper bound rows).  Any slope in [0, 1] is sound, so they may be reused on tighter bounds."""
+    the neurons it bounded (per box; padded by repeating, see :func:`_needed_rows`),
+    ``position [B, n]`` each neuron's row (0 for a neuron not bounded) and, per ReLU before the
+    node, ``alphas[relu]: [B, 2R, *relu.shape]`` (the lower bound rows, then the upper bound
+    rows).  Any slope in [0, 1] is sound, so they may be reused on tighter bounds."""
 
     rows: torch.Tensor
+    position: torch.Tensor
     alphas: Mapping[str, torch.Tensor]
+
+    @staticmethod
+    def of(rows: torch.Tensor, alphas: Mapping[str, torch.Tensor], size: int) -> NodeSlopes:
+        """The slopes of ``rows [B, R]`` of a node of ``size`` neurons."""
+        n_boxes, big_r = rows.shape
+        position = rows.new_zeros(n_boxes, size)
+        position.scatter_(1, rows, torch.arange(big_r, device=rows.device).expand(n_boxes, -1))
+        return NodeSlopes(rows, position, alphas)
 
     def gather(self, idx: torch.Tensor, box: torch.Tensor) -> dict[str, torch.Tensor]:
         """The slopes for bounding neurons ``idx: [B, r]`` of boxes ``box: [B]`` (row ``i``: the
         lower bound of neuron ``idx[:, i]``, row ``r + i`` its upper bound): ``[B, 2r, *shape]``
         per ReLU.  A neuron this node's rows do not hold gets the first row's slopes."""
         n_boxes, big_r = self.rows.shape
-        size = int(self.rows.max()) + 1 if big_r else 1
-        width = max(size, int(idx.max()) + 1 if idx.numel() else 1)
-        pos = self.rows.new_zeros(n_boxes, width)
-        pos.scatter_(1, self.rows, torch.arange(big_r, device=self.rows.device).expand(n_boxes, -1))
-        flat = box.unsqueeze(1) * (2 * big_r) + pos[box.unsqueeze(1), idx]  # [B, r]
+        flat = box.unsqueeze(1) * (2 * big_r) + self.position[box.unsqueeze(1), idx]  # [B, r]
         picks = torch.cat([flat, flat + big_r], dim=1).flatten()
         out = {}
         for name, a in self.alphas.items():
@@ -745,7 +751,7 @@ def alpha_crown_layers(network: Network, box: Bounds, options: AlphaOptions = Al
         c = torch.cat([eye, -eye], dim=1)
         cut = Network(network.nodes[:k + 1], node.name, network.name)
         best, alphas = alpha_crown_objective(cut, out, c, options)
-        slopes[node.name] = NodeSlopes(idx, {name: a.to(c.dtype) for name, a in alphas.items()})
+        slopes[node.name] = NodeSlopes.of(idx, alphas, n)
         res = best.lower.detach()
         new_lower = lower.scatter_reduce(1, idx, res[:, :r_max], reduce="amax")
         new_upper = upper.scatter_reduce(1, idx, -res[:, r_max:], reduce="amin")

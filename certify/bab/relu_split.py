@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -78,17 +79,16 @@ class _Bounder:
                  search: torch.dtype | None = None) -> None:
         self.net, self.spec, self.layout = net, spec, layout
         self.root, self.slopes = root.bounds, root.slopes
-        root = root.bounds
         # Alphas and betas may be searched in a cheaper dtype; the bound that decides is then
         # recomputed in the network's own dtype with the slopes and multipliers found.
         self.search = net.dtype if search is None else search
         self.search_net = net if self.search == net.dtype else net.to(dtype=self.search)
-        self.search_root = root if self.search == net.dtype else {
-            k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in root.items()}
+        self.search_root = self.root if self.search == net.dtype else {
+            k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in self.root.items()}
         # Root bounds of the pre-activations, flattened: [NB, total].
-        empty = [root[net.input.name].lower.flatten(1)[:, :0]]  # a net without ReLUs: [NB, 0]
-        self.l0 = torch.cat([root[p].lower.flatten(1) for p in layout.pre] or empty, dim=1)
-        self.u0 = torch.cat([root[p].upper.flatten(1) for p in layout.pre] or empty, dim=1)
+        empty = [self.root[net.input.name].lower.flatten(1)[:, :0]]  # a net without ReLUs: [NB, 0]
+        self.l0 = torch.cat([self.root[p].lower.flatten(1) for p in layout.pre] or empty, dim=1)
+        self.u0 = torch.cat([self.root[p].upper.flatten(1) for p in layout.pre] or empty, dim=1)
         users = net.users()
         self.user_ops = [{net.node(u).op for u in users[p]} for p in layout.pre]
 
@@ -116,10 +116,11 @@ class _Bounder:
             sel = (after < k).nonzero().flatten()
             if sel.numel() == 0:
                 continue
-            ctx = self.context(lo[sel], hi[sel], {}, box[sel])
+            boxes = box[sel]
+            ctx = self.context(lo[sel], hi[sel], {}, boxes)
             pre = self.layout.pre[k]
             found = self.slopes.get(pre)
-            slopes = None if found is None else lambda idx, found=found, sel=sel: found.gather(idx, box[sel])
+            slopes = None if found is None else partial(found.gather, box=boxes)
             fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes)
             a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
             lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
