@@ -163,6 +163,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
 def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, callbacks: Callbacks = Callbacks()
           ) -> TrainResult:
     """Train per ``cfg``; checkpoint every epoch; export ONNX and evaluate at the end."""
+    saved = None if resume is None else _read_checkpoint(resume)  # refused before anything runs
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -188,8 +189,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: Path | None = None, callbacks
                                  s.kappa, s.beta)
     start_epoch, history = 0, []
     gen = torch.Generator().manual_seed(cfg.seed)
-    if resume is not None:
-        start_epoch, history = _load_checkpoint(resume, model, opt, lr_sched, gen)
+    if resume is not None and saved is not None:
+        start_epoch, history = _restore(resume, saved, model, opt, lr_sched, gen)
         log.info("resumed from %s at epoch %d", resume, start_epoch + 1)
     t_train = sum(e.seconds for e in history)
     for epoch in range(start_epoch, cfg.epochs):
@@ -231,15 +232,39 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, opt: torch.
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
-                     lr_sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator
-                     ) -> tuple[int, list[EpochSummary]]:
+def _read_checkpoint(path: Path) -> dict:
+    """The training state saved by :func:`_save_checkpoint`, as plain data.
+
+    The file is read with ``weights_only=True``: torch's restricted unpickler accepts tensors,
+    containers and plain values only, so a crafted checkpoint cannot run code.  Anything else
+    (a pickled object, a damaged file, not a mapping) is a :class:`SpecError`.
+    """
+    import pickle
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise SpecError(f"--resume: cannot load checkpoint {path}: {_first_line(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise SpecError(f"--resume: checkpoint {path} is not one certify wrote (a {type(ckpt).__name__})")
+    return ckpt
+
+
+def _restore(path: Path, ckpt: dict, model: nn.Module, opt: torch.optim.Optimizer,
+             lr_sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator
+             ) -> tuple[int, list[EpochSummary]]:
+    """Load a checkpoint's state into the live objects; returns the epoch and the history."""
+    try:
         model.load_state_dict(ckpt["model"])
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise SpecError(f"--resume: cannot load checkpoint {path}: {exc}".splitlines()[0]) from None
-    opt.load_state_dict(ckpt["optimizer"])
-    lr_sched.load_state_dict(ckpt["lr_scheduler"])
-    gen.set_state(ckpt["generator"])
-    return int(ckpt["epoch"]), [EpochSummary(**{"cpu_seconds": float("nan"), **e}) for e in ckpt["history"]]
+        opt.load_state_dict(ckpt["optimizer"])
+        lr_sched.load_state_dict(ckpt["lr_scheduler"])
+        gen.set_state(ckpt["generator"])
+        history = [EpochSummary(**{"cpu_seconds": float("nan"), **e}) for e in ckpt["history"]]
+        return int(ckpt["epoch"]), history
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise SpecError(f"--resume: checkpoint {path} does not fit this model: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

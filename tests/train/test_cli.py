@@ -31,13 +31,13 @@ def test_digits_demo_shortened_writes_an_onnx_that_onnxruntime_runs(tmp_path: Pa
     sess = ort.InferenceSession(str(out / "model.onnx"))
     logits = sess.run(None, {sess.get_inputs()[0].name: x[:7].numpy()})[0]
     assert logits.shape == (7, 10) and np.isfinite(logits).all()
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
 
     # resume for one more epoch, then evaluate the ONNX through the CLI
     assert main(["train", str(config), "--out", str(out), "--resume", str(out / "checkpoint.pt"),
                  "--epochs", "2", "--max-batches", "3"]) == 0
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
     report = tmp_path / "eval.json"
     records = tmp_path / "samples.jsonl"
     assert main(["evaluate", str(out / "model.onnx"), "--dataset", "digits", "--eps", "0.05", "--n", "40",
@@ -94,3 +94,44 @@ def test_npz_dataset(tmp_path: Path) -> None:
     x, y = load_dataset("npz", "train", path)
     assert x.shape == (4, 1, 8, 8) and float(x.max()) == 1.0 and y.tolist() == [0, 1, 2, 3]
     assert load_dataset("npz", "test", path)[0].shape == (2, 1, 8, 8)
+
+
+class _Payload:
+    """Unpickling this object runs ``touch <marker>``: a checkpoint that executes code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_refuses_a_pickled_payload_and_runs_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "checkpoint.pt"
+    torch.save({"epoch": 1, "model": _Payload(marker)}, crafted)
+    config = tmp_path / "digits.yaml"
+    config.write_text(DEMO.read_text())
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "certify.cli", "train", str(config), "--out", str(out),
+                           "--resume", str(crafted), "--epochs", "1", "--max-batches", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("certify: error: --resume:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()  # the payload never ran
+    assert not out.exists()  # nothing was trained or written
+
+
+def test_resume_refuses_a_checkpoint_of_another_shape(tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoint.pt"
+    torch.save([1, 2, 3], bad)
+    config = tmp_path / "digits.yaml"
+    config.write_text(DEMO.read_text())
+    assert main(["train", str(config), "--out", str(tmp_path / "o"), "--resume", str(bad)]) == 2
