@@ -30,6 +30,7 @@ from certify.engines.base import Budget
 from certify.engines.registry import ENGINES, EngineEntry, make_engine
 from certify.errors import UsageError
 from certify.instance import Instance
+from certify.numeric import vouch
 from certify.replay import replay
 from certify.verdict import Status, Verdict, unknown
 
@@ -125,7 +126,7 @@ def run_portfolio(instance: Instance, preset: Preset, budget: Budget,
         if not sup:
             reasons.append(f"{stage.engine}: {sup.reason}")
             continue
-        verdict = engine.check(problem, stage.budget(budget, last=k == len(preset.stages) - 1))
+        verdict = vouch(problem, engine.check(problem, stage.budget(budget, last=k == len(preset.stages) - 1)))
         if verdict.status is Status.HOLDS:
             return verdict.with_time(time.monotonic() - start)
         if verdict.status is Status.VIOLATED:

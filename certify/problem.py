@@ -15,6 +15,9 @@ import numpy as np
 
 from certify.network import Network
 
+#: The largest finite float32: every model input is float32, so a box must stay within it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Box:
@@ -56,7 +59,10 @@ class HalfSpaces:
     def margin(self, y: np.ndarray) -> float:
         """``max_i (A y - b)_i``: <= 0 exactly when ``y`` lies in this conjunction."""
         y = np.asarray(y, dtype=np.float64).reshape(-1)
-        return float(np.max(self.A @ y - self.b))
+        # A zero coefficient ignores its output even when that output overflowed to +-inf.
+        with np.errstate(invalid="ignore"):
+            terms = np.where(self.A != 0, self.A * y, 0.0)
+        return float(np.max(terms.sum(axis=1) - self.b))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -70,8 +76,13 @@ class Problem:
     meta: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from certify.errors import ShapeMismatch
+        from certify.errors import ShapeMismatch, SpecError
 
+        reach = np.maximum(np.abs(self.box.lower), np.abs(self.box.upper))
+        if reach.size and not reach.max() <= FLOAT32_MAX:
+            i = int(np.nanargmax(np.where(np.isnan(reach), np.inf, reach)))
+            raise SpecError(f"the input box reaches {reach.flat[i]:.6g} at input {i}, outside float32's range "
+                            f"(+-{FLOAT32_MAX:.8g}): the model's float32 input cannot take such a value")
         if self.box.shape != self.network.input_shape:
             raise ShapeMismatch(
                 f"spec gives {int(np.prod(self.box.shape))} inputs of shape {self.box.shape}, "

@@ -38,10 +38,12 @@ from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, N
 from certify.engines.base import Budget
 from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.network import Network, Node, Op
+from certify.numeric import LP_MAGNITUDE
 from certify.problem import Problem
 from certify.verdict import Counterexample, Verdict
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,9 @@ def _leaf_lp(bounder: _Bounder, falsify: Falsifier, lo: torch.Tensor, hi: torch.
     base_a = np.concatenate(a_ub) if a_ub else np.zeros((0, n_in))
     base_b = np.concatenate(b_ub) if b_ub else np.zeros(0)
     base_a = np.hstack([base_a, np.zeros((base_a.shape[0], 1))])
+    data = [base_a, base_b, out_a, out_b, rhs, lo, hi]
+    if not all(np.all(np.isfinite(a)) and np.all(np.abs(a) <= LP_MAGNITUDE) for a in data):
+        return False, None  # HiGHS reads values past 1e20 as infinite: its answer would mean nothing
     proved = True
     for k in range(spec.n_groups):
         if not bool(open_[k]):

@@ -22,6 +22,7 @@ from typing import Any
 from certify.bab.common import ENGINE, BaBOptions
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
 from certify.network import Op
+from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Verdict
 
@@ -55,6 +56,7 @@ class BaBEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         start = time.monotonic()
         mode = select_mode(problem, self.options)

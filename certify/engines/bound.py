@@ -19,6 +19,7 @@ from certify.bounds import AlphaOptions, alpha_crown_objective, crown_bounds, cr
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Op
+from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Status, Verdict, unknown
 
@@ -87,6 +88,7 @@ class BoundEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         start = time.monotonic()
         res = bound_problem(problem, self.options, budget.device)

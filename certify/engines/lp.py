@@ -35,6 +35,7 @@ from certify.bounds import Bounds, crown_bounds, input_bounds
 from certify.encode import ENCODABLE_OPS, ConstraintSystem, encode, encodable
 from certify.engines.base import Budget, Capabilities, Support
 from certify.errors import SolverUnavailable
+from certify.numeric import LP_MAGNITUDE, guarded
 from certify.problem import Problem
 from certify.relax import relu_relaxation
 from certify.verdict import Status, Verdict, unknown
@@ -211,6 +212,10 @@ def solve_disjuncts(model: Model, solver: str, deadline: float, stop_on_violatio
     n = system.n
     a_eq = system.eq.matrix()
     results: list[DisjunctResult] = []
+    largest = _largest_entry(model)
+    if not largest <= LP_MAGNITUDE:
+        reason = f"numbers up to {largest:.3g} exceed what the solver handles (limit {LP_MAGNITUDE:.0e})"
+        return [DisjunctResult(-np.inf, np.inf, None, reason, 0.0) for _ in system.unsafe]
     for conj in system.unsafe:
         remaining = deadline - time.monotonic()
         if remaining <= 0.05:
@@ -246,7 +251,7 @@ def solve_disjuncts(model: Model, solver: str, deadline: float, stop_on_violatio
             with warnings.catch_warnings():  # "inaccurate" solutions are not used as proofs
                 warnings.simplefilter("ignore")
                 prob.solve(solver=chosen, **opts)
-        except cp.error.SolverError as exc:
+        except (cp.error.SolverError, ValueError) as exc:  # ValueError: cvxpy cannot unpack a failed solve
             log.info("solver %s failed: %s", chosen, exc)
             results.append(DisjunctResult(-np.inf, np.inf, None, f"solver error: {exc}", time.monotonic() - start))
             continue
@@ -269,6 +274,24 @@ def solve_disjuncts(model: Model, solver: str, deadline: float, stop_on_violatio
         if stop_on_violation and x is not None and value < 0:
             break
     return results
+
+
+def _largest_entry(model: Model) -> float:
+    """The largest magnitude among the model's bounds, coefficients and right-hand sides (and the
+    unsafe rows'); ``inf`` when one is not finite."""
+    system = model.system
+    parts = [model.lower, model.upper, model.A_ub.data, model.b_ub, system.eq.val, system.eq.rhs]
+    parts += [c.A.ravel() for c in system.unsafe] + [c.b for c in system.unsafe]
+    if model.meta.get("G_int") is not None:
+        parts += [model.meta["G_int"].data, model.meta["h_int"]]
+    largest = 0.0
+    for part in parts:
+        a = np.abs(np.asarray(part, dtype=np.float64))
+        if a.size:
+            if not np.all(np.isfinite(a)):
+                return np.inf
+            largest = max(largest, float(a.max()))
+    return largest
 
 
 def margin_tolerance(system: ConstraintSystem, k: int, tolerance: float) -> float:
@@ -311,6 +334,7 @@ class LPEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         require_modules(self.name, CVXPY_MODULES, "lp")
         start = time.monotonic()

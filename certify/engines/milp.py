@@ -33,6 +33,7 @@ from certify.encode import ConstraintSystem
 from certify.engines.base import Budget, Capabilities, Support
 from certify.engines.lp import CVXPY_MODULES, CVXPY_OPS, DisjunctResult, Model, build_system, check_modules, \
     margin_tolerance, relaxation_model, require_modules, solve_disjuncts, supports_encoding
+from certify.numeric import guarded
 from certify.problem import Problem
 from certify.replay import snap_into_box
 from certify.verdict import Counterexample, Status, Verdict, unknown
@@ -174,6 +175,7 @@ class MILPEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         require_modules(self.name, CVXPY_MODULES, "lp")
         start = time.monotonic()

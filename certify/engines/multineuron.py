@@ -35,6 +35,7 @@ from certify.encode import ConstraintSystem, encode
 from certify.engines.base import Budget, Capabilities, Support
 from certify.engines.lp import CVXPY_MODULES, CVXPY_OPS, LP_TOLERANCE, check_modules, problem_bounds, \
     relaxation_model, relaxation_verdict, require_modules, solve_disjuncts, supports_encoding
+from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Verdict
 
@@ -211,6 +212,7 @@ class MultiNeuronEngine:
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         require_modules(self.name, CVXPY_MODULES + (("scipy", "scipy"),), "lp")
         start = time.monotonic()

@@ -38,6 +38,7 @@ from certify.encode import ENCODABLE_OPS, ConstraintSystem
 from certify.engines.base import Budget, Capabilities, Support
 from certify.engines.lp import build_system, check_modules, require_modules, supports_encoding
 from certify.engines.milp import check_candidate
+from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Status, Verdict, unknown
 
@@ -183,6 +184,7 @@ class SMTEngine:
             solver.exit()
             return None, None
 
+    @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         from pysmt.shortcuts import And
 

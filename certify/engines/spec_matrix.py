@@ -48,8 +48,10 @@ class SpecMatrix:
         return self.C.unsqueeze(0).expand(bsz, -1, -1)
 
     def margins(self, lower: torch.Tensor) -> torch.Tensor:
-        """Row margins ``lower - b - tol``: positive proves the row.  ``[B, S]``."""
-        return lower - self.b - PROOF_TOLERANCE * (1 + self.b.abs())
+        """Row margins ``lower - b - tol``: positive proves the row.  ``[B, S]``.  A bound that
+        is not finite (an overflow, ``inf - inf``) proves nothing: its margin is ``-inf``."""
+        m = lower - self.b - PROOF_TOLERANCE * (1 + self.b.abs())
+        return torch.where(torch.isfinite(m), m, torch.full_like(m, -torch.inf))
 
     def disjunct_margins(self, lower: torch.Tensor) -> torch.Tensor:
         """Per disjunct, the best row margin: ``[B, K]``; > 0 means that disjunct is ruled out."""

@@ -797,6 +797,11 @@ def load_onnx_model(model: onnx.ModelProto, name: str = "network") -> Network:
     if output != out_name and output != inputs[0].name and out_name not in {n.name for n in nodes}:
         nodes, output = _rename(nodes, output, out_name), out_name
     network = Network(tuple(nodes), output, name).to(dtype=torch.float32)
+    for node in network.nodes:
+        for key, p in node.params.items():
+            if not bool(torch.isfinite(p).all()):
+                raise ModelError(f"{name}: node {node.name!r}: parameter {key!r} holds NaN or inf values "
+                                 f"(or values past float32's range after folding)")
     log.debug("loaded %s: %d nodes, input %s, output %s", name, len(nodes), shape, network.output_shape)
     return network
 

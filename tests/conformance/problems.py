@@ -205,3 +205,31 @@ def random_case(seed: int) -> Case:
 def make_cases(n: int, seed: int = 0) -> list[Case]:
     """``n`` cases from consecutive seeds (deterministic)."""
     return [random_case(seed + i) for i in range(n)]
+
+
+#: The kinds of :func:`extreme_case`: where the extreme magnitude sits.
+EXTREME_KINDS = ("box-near-float32-max", "box-negative-near-max", "huge-weights", "huge-rhs", "tiny-box-huge-bias")
+
+
+def extreme_case(seed: int, kind: str) -> Problem:
+    """A random ReLU net and property whose values approach float32's overflow (3.4e38): the
+    float32 model yields inf or NaN where the real-valued network is finite, so no engine may
+    answer HOLDS (every engine must say VIOLATED with a counterexample that replays, or UNKNOWN)."""
+    rng = np.random.default_rng(seed)
+    n_in, n_out = int(rng.integers(2, 5)), int(rng.integers(2, 4))
+    layers = random_layers(rng, n_in, [int(rng.integers(3, 8))], n_out)
+    lo, hi = np.full(n_in, -1.0), np.full(n_in, 1.0)
+    if kind == "box-near-float32-max":
+        lo, hi = np.full(n_in, 3.0e38), np.full(n_in, 3.4e38)
+    elif kind == "box-negative-near-max":
+        lo, hi = np.full(n_in, -3.4e38), np.full(n_in, 1e38)
+    elif kind == "huge-weights":
+        (w, b), rest = layers[0], layers[1:]
+        layers = [(_f32(w * 1e37), b), *rest]
+    elif kind == "tiny-box-huge-bias":
+        (w, b), rest = layers[-1], layers[:-1]
+        layers = [*rest, (w, _f32(b + 3e38 * np.sign(rng.normal(size=b.shape))))]
+    a = rng.normal(size=(1, n_out))
+    rhs = np.array([1e308 if kind == "huge-rhs" else 0.0])
+    net = relu_network(layers, f"extreme-{kind}-{seed}")
+    return Problem(net, Box(_f32(lo), _f32(hi)), (HalfSpaces(_f32(a), rhs),), name=f"extreme-{kind}-{seed}")

@@ -93,3 +93,28 @@ def test_engine_conforms(name: str, cases: list[Case]) -> None:
             assert engine.capabilities.proves
     if complete:
         assert decided > 0, f"complete engine {name} decided none of {len(cases)} cases"
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_no_engine_proves_a_property_whose_values_overflow_float32(name: str) -> None:
+    """The extreme-magnitude family: boxes near float32's largest value, weights, biases and
+    right-hand sides near overflow.  HOLDS is never the answer there; a VIOLATED one lies in
+    the box and violates under a float64 forward pass (onnxruntime's replay is the portfolio's
+    job, tested in tests/test_numeric.py)."""
+    from tests.conformance.problems import EXTREME_KINDS, extreme_case
+
+    torch.set_num_threads(1)
+    engine = importable_engines()[name]
+    for seed in range(2):
+        for kind in EXTREME_KINDS:
+            problem = extreme_case(seed, kind)
+            if not engine.supports(problem):
+                continue
+            verdict = engine.check(problem, Budget.seconds(1.0))
+            assert verdict.status is not Status.HOLDS, f"{name} proved {problem.name}"
+            if verdict.status is Status.VIOLATED:
+                x = np.asarray(verdict.counterexample.x, dtype=np.float64)
+                assert problem.box.contains(x)
+                with torch.no_grad():
+                    y = problem.network.to(dtype=torch.float64)(torch.as_tensor(x)[None])[0].numpy()
+                assert problem.violation(y) <= 1e-9 * (1 + np.abs(y).max()), (name, problem.name)
