@@ -14,9 +14,26 @@ Canonical ops and their semantics (``x`` is the first input, shapes per sample):
 ``affine``     elementwise ``x * scale + shift`` (params broadcast to the node shape)
 ``add``        ``x + y`` of two nodes of equal shape
 ``sub``        ``x - y`` of two nodes of equal shape
-``relu``, ``sigmoid``, ``tanh``  elementwise nonlinearities
+``relu``, ``sigmoid``, ``tanh``, ``sign`` (0 at 0), ``sin``, ``cos``, ``floor``, ``exp``,
+``reciprocal`` (``1 / x``)  elementwise nonlinearities
+``leaky_relu`` elementwise ``max(x, alpha x)`` for ``x >= 0`` / ``x < 0``; attrs ``alpha``
+``pow``        elementwise ``x ** exponent``; attrs ``exponent`` (an integer >= 2)
+``softmax``    attrs ``axis``: the per-sample axis it normalises over
+``mul``        ``x * y`` elementwise, two nodes of equal shape (the bilinear product)
+``matmul``     ``x @ y`` of two nodes over their last two axes (leading axes equal)
 ``maxpool``    2-D max pooling; attrs ``kernel``, ``stride``, ``padding`` (t, l, b, r)
 ``avgpool``    2-D average pooling; attrs as maxpool plus ``count_include_pad``
+``conv_transpose``  2-D transposed convolution; weight ``[C_in, C_out/groups, kh, kw]``,
+               bias ``[C_out]``; attrs ``stride``, ``padding`` (t, l, b, r: cropped from the
+               full output), ``output_padding`` (bottom, right), ``dilation``, ``groups``
+``upsample``   nearest-neighbour upsampling by integer factors; attrs ``scales`` (one per
+               per-sample axis)
+``pad``        constant padding; attrs ``pads`` ((before, after) per per-sample axis), ``value``
+``gather``     ``x`` indexed along one axis by constant indices; attrs ``axis``, ``indices``
+``reduce_sum`` sum over attrs ``axes`` (per-sample axes), ``keepdims``
+``expand``     broadcast to attrs ``shape`` (same rank; axes of size 1 repeat)
+``constant``   the constant param ``value`` (per-sample shape) for every sample; its one input
+               (the network input) only gives the batch size
 ``reshape``    attrs ``shape``: the new per-sample shape (row-major order kept)
 ``transpose``  attrs ``perm``: a permutation of the per-sample axes
 ``concat``     attrs ``axis``: per-sample axis along which the inputs are joined
@@ -54,12 +71,36 @@ class Op(str, Enum):
     TRANSPOSE = "transpose"
     CONCAT = "concat"
     SLICE = "slice"
+    SIGN = "sign"
+    SIN = "sin"
+    COS = "cos"
+    FLOOR = "floor"
+    EXP = "exp"
+    RECIPROCAL = "reciprocal"
+    LEAKY_RELU = "leaky_relu"
+    POW = "pow"
+    SOFTMAX = "softmax"
+    MUL = "mul"
+    MATMUL = "matmul"
+    CONV_TRANSPOSE = "conv_transpose"
+    UPSAMPLE = "upsample"
+    PAD = "pad"
+    GATHER = "gather"
+    REDUCE_SUM = "reduce_sum"
+    EXPAND = "expand"
+    CONSTANT = "constant"
 
 
 #: Elementwise nonlinear ops (their relaxations live in :mod:`certify.relax`).
-ACTIVATIONS: frozenset[Op] = frozenset({Op.RELU, Op.SIGMOID, Op.TANH})
-#: Ops that are piecewise linear (a network made only of these is "PL").
-PIECEWISE_LINEAR: frozenset[Op] = frozenset(set(Op) - {Op.SIGMOID, Op.TANH})
+ACTIVATIONS: frozenset[Op] = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SIGN, Op.SIN, Op.COS, Op.FLOOR, Op.EXP,
+                                        Op.RECIPROCAL, Op.LEAKY_RELU, Op.POW})
+#: Ops whose output is an affine function of their inputs (exact in every bound method).
+AFFINE_OPS: frozenset[Op] = frozenset({
+    Op.INPUT, Op.LINEAR, Op.CONV, Op.AFFINE, Op.ADD, Op.SUB, Op.AVGPOOL, Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT,
+    Op.SLICE, Op.CONV_TRANSPOSE, Op.UPSAMPLE, Op.PAD, Op.GATHER, Op.REDUCE_SUM, Op.EXPAND, Op.CONSTANT})
+#: Ops that are continuous and piecewise linear (a network made only of these is "PL": small
+#: enough boxes make it linear, so input splitting is complete on it).
+PIECEWISE_LINEAR: frozenset[Op] = AFFINE_OPS | {Op.RELU, Op.LEAKY_RELU, Op.MAXPOOL}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -251,6 +292,52 @@ def _slice(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     return args[0].narrow(a["axis"] + 1, a["start"], a["stop"] - a["start"])
 
 
+def _leaky_relu(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    x = args[0]
+    return torch.where(x >= 0, x, x * node.attrs["alpha"])
+
+
+def _softmax(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    return torch.softmax(args[0], dim=node.attrs["axis"] + 1)
+
+
+def _conv_transpose(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    a = node.attrs
+    full = F.conv_transpose2d(args[0], node.params["weight"], node.params.get("bias"), stride=a["stride"],
+                              output_padding=a["output_padding"], groups=a["groups"], dilation=a["dilation"])
+    top, left, bottom, right = a["padding"]
+    h, w = full.shape[-2:]
+    return full[..., top:h - bottom, left:w - right]
+
+
+def _upsample(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    x = args[0]
+    for axis, factor in enumerate(node.attrs["scales"]):
+        if factor != 1:
+            x = torch.repeat_interleave(x, factor, dim=axis + 1)
+    return x
+
+
+def _pad(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    flat = [p for before, after in reversed(node.attrs["pads"]) for p in (before, after)]
+    return F.pad(args[0], flat, value=node.attrs["value"])
+
+
+def _gather(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    index = torch.as_tensor(node.attrs["indices"], dtype=torch.long, device=args[0].device)
+    return args[0].index_select(node.attrs["axis"] + 1, index)
+
+
+def _reduce_sum(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    dims = tuple(a + 1 for a in node.attrs["axes"])
+    return args[0].sum(dim=dims, keepdim=node.attrs["keepdims"])
+
+
+def _constant(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    value = node.params["value"]
+    return value.to(args[0].dtype).unsqueeze(0).expand(args[0].shape[0], *value.shape)
+
+
 FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.LINEAR: _linear,
     Op.CONV: _conv,
@@ -266,4 +353,22 @@ FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.TRANSPOSE: _transpose,
     Op.CONCAT: _concat,
     Op.SLICE: _slice,
+    Op.SIGN: lambda n, a: torch.sign(a[0]),
+    Op.SIN: lambda n, a: torch.sin(a[0]),
+    Op.COS: lambda n, a: torch.cos(a[0]),
+    Op.FLOOR: lambda n, a: torch.floor(a[0]),
+    Op.EXP: lambda n, a: torch.exp(a[0]),
+    Op.RECIPROCAL: lambda n, a: torch.reciprocal(a[0]),
+    Op.LEAKY_RELU: _leaky_relu,
+    Op.POW: lambda n, a: a[0] ** n.attrs["exponent"],
+    Op.SOFTMAX: _softmax,
+    Op.MUL: lambda n, a: a[0] * a[1],
+    Op.MATMUL: lambda n, a: torch.matmul(a[0], a[1]),
+    Op.CONV_TRANSPOSE: _conv_transpose,
+    Op.UPSAMPLE: _upsample,
+    Op.PAD: _pad,
+    Op.GATHER: _gather,
+    Op.REDUCE_SUM: _reduce_sum,
+    Op.EXPAND: lambda n, a: a[0].expand(a[0].shape[0], *n.attrs["shape"]),
+    Op.CONSTANT: _constant,
 }

@@ -21,7 +21,7 @@ from typing import Any
 
 from certify.bab.common import ENGINE, BaBOptions
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
-from certify.network import Op
+from certify.network import AFFINE_OPS, Op
 from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Verdict
@@ -30,15 +30,20 @@ from certify.verdict import Verdict
 ALL_OPS = frozenset(op.value for op in Op)
 
 
+#: Ops ReLU splitting takes: its leaves are decided by an LP that reads every other op as exact,
+#: so besides ReLU (split) and max pooling (relaxed, leaves then undecided) only affine ops.
+RELU_SPLIT_OPS: frozenset[Op] = AFFINE_OPS | {Op.RELU, Op.MAXPOOL}
+
+
 def select_mode(problem: Problem, options: BaBOptions) -> str:
     """``input`` or ``relu`` for this problem under ``options.mode``."""
     net = problem.network
-    has_relu = Op.RELU in net.ops()
-    if options.mode == "relu" and net.is_piecewise_linear and has_relu:
+    splittable = Op.RELU in net.ops() and net.ops() <= RELU_SPLIT_OPS
+    if options.mode == "relu" and splittable:
         return "relu"
     if options.mode == "input":
         return "input"
-    if net.input_size <= options.input_dims or not net.is_piecewise_linear or not has_relu:
+    if net.input_size <= options.input_dims or not splittable:
         return "input"
     return "relu"
 

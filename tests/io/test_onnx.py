@@ -305,20 +305,16 @@ UNSUPPORTED: dict[str, tuple[str, str, Callable[[], Any]]] = {
         [N("Erf", ["x"], ["y"], name="the_erf")], {"x": (1, 3)}, "y")),
     "lpnorm": ("LpNormalization", "y", lambda: zoo.onnx_helper_model(
         [N("LpNormalization", ["x"], ["y"])], {"x": (1, 3)}, "y")),
-    "mul_of_nodes": ("Mul", "sq", lambda: zoo.onnx_helper_model(
-        [N("Mul", ["x", "x"], ["y"], name="sq")], {"x": (1, 3)}, "y")),
-    "matmul_of_nodes": ("MatMul", "mm", lambda: zoo.onnx_helper_model(
-        [N("Transpose", ["x"], ["t"], perm=[0, 2, 1]), N("MatMul", ["x", "t"], ["y"], name="mm")],
-        {"x": (1, 3, 2)}, "y")),
+    "argmax": ("ArgMax", "am", lambda: zoo.onnx_helper_model(
+        [N("ArgMax", ["x"], ["i"], axis=1, name="am"), N("Cast", ["i"], ["f"], to=1), N("Add", ["x", "f"], ["y"])],
+        {"x": (1, 3)}, "y")),
+    "cast_to_indices": ("Cast", "i", lambda: zoo.onnx_helper_model(
+        [N("Cast", ["x"], ["i"], to=TensorProto.INT64), N("Gather", ["c", "i"], ["y"], axis=0, name="gi")],
+        {"x": (1, 2)}, "y", {"c": _w(5)})),
     "conv_1d": ("Conv", "c1", lambda: zoo.onnx_helper_model(
         [N("Conv", ["x", "w"], ["y"], name="c1")], {"x": (1, 2, 5)}, "y", {"w": _w(3, 2, 3)})),
     "gemm_transA": ("Gemm", "g", lambda: zoo.onnx_helper_model(
         [N("Gemm", ["x", "B"], ["y"], transA=1, name="g")], {"x": (4, 1)}, "y", {"B": _w(4, 3)})),
-    "transpose_batch": ("Transpose", "t", lambda: zoo.onnx_helper_model(
-        [N("Transpose", ["x"], ["y"], perm=[1, 0], name="t")], {"x": (1, 3)}, "y")),
-    "slice_step": ("Slice", "s", lambda: zoo.onnx_helper_model(
-        [N("Slice", ["x", "a", "b", "ax", "st"], ["y"], name="s")], {"x": (1, 6)}, "y",
-        {"a": np.array([0]), "b": np.array([6]), "ax": np.array([1]), "st": np.array([2])})),
     "maxpool_indices": ("MaxPool", "p", lambda: zoo.onnx_helper_model(
         [N("MaxPool", ["x"], ["v", "i"], kernel_shape=[2, 2], name="p"), N("Cast", ["i"], ["f"], to=1),
          N("Add", ["v", "f"], ["y"])], {"x": (1, 1, 4, 4)}, "y")),
