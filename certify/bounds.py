@@ -23,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from certify.budget import Budget
 from certify.network import ACTIVATIONS, FORWARD, Network, Node, Op, pad_input
-from certify.relax import RELAXATIONS, relu_default_alpha, relu_relaxation
+from certify.relax import (RANGES, RELAXATIONS, bilinear_planes, product_range, relu_default_alpha, relu_relaxation,
+                           softmax_bounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,9 @@ class Bounds:
     upper: torch.Tensor
 
     def intersect(self, other: Bounds) -> Bounds:
-        return Bounds(torch.maximum(self.lower, other.lower), torch.minimum(self.upper, other.upper))
+        """Elementwise the tighter of both; a NaN on one side (a bound method that broke down,
+        e.g. ``inf - inf``) yields the other side's value (``fmax`` / ``fmin``)."""
+        return Bounds(torch.fmax(self.lower, other.lower), torch.fmin(self.upper, other.upper))
 
     @property
     def width(self) -> torch.Tensor:
@@ -92,6 +96,37 @@ def _ibp_shape_op(node: Node, b: list[Bounds]) -> Bounds:
     return Bounds(f(node, [x.lower for x in b]), f(node, [x.upper for x in b]))
 
 
+def _ibp_range(node: Node, b: list[Bounds]) -> Bounds:
+    """An elementwise op's exact range on each interval (:data:`certify.relax.RANGES`)."""
+    lo, hi = RANGES[node.op](b[0].lower, b[0].upper, node.attrs)
+    return Bounds(lo, hi)
+
+
+def _ibp_softmax(node: Node, b: list[Bounds]) -> Bounds:
+    return Bounds(*softmax_bounds(b[0].lower, b[0].upper, node.attrs["axis"] + 1))
+
+
+def _ibp_mul(node: Node, b: list[Bounds]) -> Bounds:
+    return Bounds(*product_range(b[0].lower, b[0].upper, b[1].lower, b[1].upper))
+
+
+def _ibp_matmul(node: Node, b: list[Bounds]) -> Bounds:
+    """Interval matrix product by centres and radii: ``|X Y - Xc Yc| <= |Xc| Yr + Xr |Yc| + Xr Yr``."""
+    xc, xr = (b[0].upper + b[0].lower) / 2, (b[0].upper - b[0].lower) / 2
+    yc, yr = (b[1].upper + b[1].lower) / 2, (b[1].upper - b[1].lower) / 2
+    c = torch.matmul(xc, yc)
+    r = torch.matmul(xc.abs(), yr) + torch.matmul(xr, yc.abs()) + torch.matmul(xr, yr)
+    return Bounds(c - r, c + r)
+
+
+def _ibp_conv_transpose(node: Node, b: list[Bounds]) -> Bounds:
+    mid = (b[0].upper + b[0].lower) / 2
+    rad = (b[0].upper - b[0].lower) / 2
+    c = FORWARD[Op.CONV_TRANSPOSE](node, [mid])
+    r = FORWARD[Op.CONV_TRANSPOSE](replace(node, params={"weight": node.params["weight"].abs()}), [rad])
+    return Bounds(c - r, c + r)
+
+
 IBP_RULES: dict[Op, Callable[[Node, list[Bounds]], Bounds]] = {
     Op.LINEAR: _ibp_linear,
     Op.CONV: _ibp_conv,
@@ -107,6 +142,24 @@ IBP_RULES: dict[Op, Callable[[Node, list[Bounds]], Bounds]] = {
     Op.TRANSPOSE: _ibp_shape_op,
     Op.CONCAT: _ibp_shape_op,
     Op.SLICE: _ibp_shape_op,
+    Op.SIGN: _ibp_range,
+    Op.SIN: _ibp_range,
+    Op.COS: _ibp_range,
+    Op.FLOOR: _ibp_range,
+    Op.EXP: _ibp_range,
+    Op.RECIPROCAL: _ibp_range,
+    Op.LEAKY_RELU: _ibp_range,
+    Op.POW: _ibp_range,
+    Op.SOFTMAX: _ibp_softmax,
+    Op.MUL: _ibp_mul,
+    Op.MATMUL: _ibp_matmul,
+    Op.CONV_TRANSPOSE: _ibp_conv_transpose,
+    Op.UPSAMPLE: _ibp_shape_op,  # selections and sums of the input: monotone
+    Op.PAD: _ibp_shape_op,
+    Op.GATHER: _ibp_shape_op,
+    Op.REDUCE_SUM: _ibp_shape_op,
+    Op.EXPAND: _ibp_shape_op,
+    Op.CONSTANT: _ibp_shape_op,
 }
 
 
@@ -208,11 +261,99 @@ def _back_activation(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple
         ub = r.upper_bias.expand(a.shape[0], 1, *a.shape[2:]).flatten(2)  # [B, 1, n]
         bias = torch.bmm(neg.flatten(2), ub.transpose(1, 2)).squeeze(2)
         return [a_in], bias
-    r = RELAXATIONS[node.op](l, u)
+    r = RELAXATIONS[node.op](l, u, node.attrs)
     pos, neg = a.clamp(min=0), a.clamp(max=0)
     a_in = pos * r.lower_slope + neg * r.upper_slope
-    bias = _sum_rows(pos * r.lower_bias + neg * r.upper_bias)
+    bias = _sum_rows(_times(pos, r.lower_bias) + _times(neg, r.upper_bias))
     return [a_in], bias
+
+
+def _times(coef: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``coef * value`` with ``0 * inf = 0`` (a line with an infinite intercept constrains nothing,
+    and a zero coefficient does not use it)."""
+    return torch.where(coef == 0, torch.zeros_like(coef), coef * value)
+
+
+def _back_softmax(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Softmax by its constant lines (:func:`certify.relax.softmax_bounds`)."""
+    pre = ctx.bounds[node.inputs[0]]
+    lo, hi = softmax_bounds(pre.lower, pre.upper, node.attrs["axis"] + 1)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    bias = _sum_rows(pos * lo.unsqueeze(1) + neg * hi.unsqueeze(1))
+    return [torch.zeros_like(a)], bias
+
+
+def _back_mul(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``x * y`` by McCormick's planes: the lower plane for positive coefficients, the upper
+    one for negative ones."""
+    bx, by = ctx.bounds[node.inputs[0]], ctx.bounds[node.inputs[1]]
+    low, high = bilinear_planes(*(t.unsqueeze(1) for t in (bx.lower, bx.upper, by.lower, by.upper)))
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    return [pos * low.a + neg * high.a, pos * low.b + neg * high.b], _sum_rows(pos * low.c + neg * high.c)
+
+
+def _back_matmul(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``Z = X @ Y``: each term ``X_il Y_lj`` of ``Z_ij`` by McCormick's planes (lower for
+    ``A_ij >= 0``, upper otherwise), summed: ``A_X = A+ Ly^T + A- Uy^T``, ``A_Y = Lx^T A`` and
+    the constant ``-<A+, Lx Ly> - <A-, Lx Uy>``."""
+    bx, by = ctx.bounds[node.inputs[0]], ctx.bounds[node.inputs[1]]
+    lx, ly, uy = bx.lower.unsqueeze(1), by.lower.unsqueeze(1), by.upper.unsqueeze(1)
+    pos, neg = a.clamp(min=0), a.clamp(max=0)
+    a_x = torch.matmul(pos, ly.transpose(-1, -2)) + torch.matmul(neg, uy.transpose(-1, -2))
+    a_y = torch.matmul(lx.transpose(-1, -2), a)
+    bias = -_sum_rows(pos * torch.matmul(lx, ly)) - _sum_rows(neg * torch.matmul(lx, uy))
+    return [a_x, a_y], bias
+
+
+def _back_affine_map(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Any single-input affine op ``f(x) = L x + f(0)``: ``L^T A`` by a vector-Jacobian product,
+    and the constant ``<A, f(0)>`` (transposed convolution, upsampling)."""
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    bsz, rows = a.shape[:2]
+    flat = a.reshape(bsz * rows, *a.shape[2:])
+    with torch.enable_grad():
+        x = torch.zeros(bsz * rows, *in_shape, dtype=a.dtype, device=a.device, requires_grad=True)
+        y = FORWARD[node.op](node, [x])
+        (g,) = torch.autograd.grad(y, x, flat, create_graph=a.requires_grad)
+    with torch.no_grad():
+        offset = FORWARD[node.op](node, [torch.zeros(1, *in_shape, dtype=a.dtype, device=a.device)])
+    return [g.reshape(bsz, rows, *in_shape)], _sum_rows(a * offset.unsqueeze(1))
+
+
+def _back_pad(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    index = [slice(None), slice(None)]
+    index += [slice(before, a.shape[k + 2] - after) for k, (before, after) in enumerate(node.attrs["pads"])]
+    inner = a[tuple(index)]
+    value = float(node.attrs["value"])
+    bias = value * (_sum_rows(a) - _sum_rows(inner)) if value else _zero_bias(a)
+    return [inner], bias
+
+
+def _back_gather(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    index = torch.as_tensor(node.attrs["indices"], dtype=torch.long, device=a.device)
+    full = a.new_zeros(*a.shape[:2], *in_shape)
+    return [full.index_add(node.attrs["axis"] + 2, index, a)], _zero_bias(a)
+
+
+def _back_reduce_sum(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    if not node.attrs["keepdims"]:
+        for axis in sorted(node.attrs["axes"]):
+            a = a.unsqueeze(axis + 2)
+    return [a.expand(*a.shape[:2], *in_shape)], _zero_bias(a)
+
+
+def _back_expand(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    dims = tuple(k + 2 for k, (i, o) in enumerate(zip(in_shape, node.shape)) if i != o)
+    return [a.sum(dim=dims, keepdim=True) if dims else a], _zero_bias(a)
+
+
+def _back_constant(node: Node, a: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor], torch.Tensor]:
+    in_shape = ctx.bounds[node.inputs[0]].lower.shape[1:]
+    value = node.params["value"].to(a.dtype)
+    return [a.new_zeros(*a.shape[:2], *in_shape)], _sum_rows(a * value)
 
 
 def _windows(x: torch.Tensor, node: Node, fill: float) -> torch.Tensor:
@@ -295,10 +436,28 @@ CROWN_RULES: dict[Op, BackwardRule] = {
     Op.TRANSPOSE: _back_transpose,
     Op.CONCAT: _back_concat,
     Op.SLICE: _back_slice,
+    Op.SIGN: _back_activation,
+    Op.SIN: _back_activation,
+    Op.COS: _back_activation,
+    Op.FLOOR: _back_activation,
+    Op.EXP: _back_activation,
+    Op.RECIPROCAL: _back_activation,
+    Op.LEAKY_RELU: _back_activation,
+    Op.POW: _back_activation,
+    Op.SOFTMAX: _back_softmax,
+    Op.MUL: _back_mul,
+    Op.MATMUL: _back_matmul,
+    Op.CONV_TRANSPOSE: _back_affine_map,
+    Op.UPSAMPLE: _back_affine_map,
+    Op.PAD: _back_pad,
+    Op.GATHER: _back_gather,
+    Op.REDUCE_SUM: _back_reduce_sum,
+    Op.EXPAND: _back_expand,
+    Op.CONSTANT: _back_constant,
 }
 
 #: Ops whose bounds CROWN needs before it can go backward through their users.
-RELAXED_OPS: frozenset[Op] = frozenset(ACTIVATIONS | {Op.MAXPOOL})
+RELAXED_OPS: frozenset[Op] = frozenset(ACTIVATIONS | {Op.MAXPOOL, Op.SOFTMAX, Op.MUL, Op.MATMUL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +500,7 @@ def backward(network: Network, target: str, c: torch.Tensor, ctx: BackwardContex
 
 def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | None = None,
                  method: str = "crown", max_rows: int = 4096, forward_filter: bool | None = None,
-                 ) -> dict[str, Bounds]:
+                 budget: Budget | None = None) -> dict[str, Bounds]:
     """Bounds of every node: IBP everywhere, tightened by CROWN at every relaxed op's input.
 
     ``method`` is ``"ibp"``, ``"forward"`` (forward linear bounds, no CROWN) or ``"crown"``;
@@ -350,7 +509,8 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
     ReLU's relaxation is exact whatever its bounds), each domain bounding its own rows.  With
     ``forward_filter`` (default: inputs of at most 64 values) the cheap forward linear bounds
     tighten IBP first, so fewer neurons look unstable.  Rows are bounded in chunks of
-    ``max_rows``.
+    ``max_rows`` (fewer where a chunk's coefficients would pass :data:`CHUNK_BYTES`).  Once the
+    ``budget`` has expired the remaining nodes keep their interval bounds (sound, looser).
     """
     if forward_filter is None:
         forward_filter = network.input_size <= 64
@@ -375,9 +535,10 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
             b = b.intersect(form.concretize(box))
         if fixed and node.name in fixed:
             b = b.intersect(fixed[node.name])
-        if method == "crown" and node.name in needs:
+        if method == "crown" and node.name in needs and not (budget is not None and budget.expired):
             out[node.name] = b
-            b = b.intersect(crown_node(network, node, out, {node_ops[u] for u in users[node.name]}, max_rows))
+            b = b.intersect(crown_node(network, node, out, {node_ops[u] for u in users[node.name]}, max_rows,
+                                       budget=budget))
             if fixed and node.name in fixed:
                 b = b.intersect(fixed[node.name])
         out[node.name] = b
@@ -396,14 +557,21 @@ def _needed_rows(need: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, order, order[:, :1].expand(-1, r_max))
 
 
+#: The largest coefficient tensor one CROWN pass of intermediate bounds may hold (per chunk of
+#: rows: rows x the largest node before the bounded one x 8 bytes); conv nets get smaller chunks.
+CHUNK_BYTES = 2**28
+
+
 def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_ops: set[Op],
                max_rows: int = 4096,
-               slopes: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None) -> Bounds:
+               slopes: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
+               budget: Budget | None = None) -> Bounds:
     """``node``'s bounds in ``bounds``, tightened by CROWN on the bounds of the nodes before it.
     Only the rows that matter are bounded: when every user of the node is a ReLU
     (``user_ops``), each domain's unstable neurons; otherwise all of them.  The ReLU lower
     slopes are CROWN's defaults, or ``slopes(rows)`` for the neurons ``rows: [B, r]`` (lower
-    bound rows, then upper bound rows: ``[B, 2r, *shape]`` per ReLU)."""
+    bound rows, then upper bound rows: ``[B, 2r, *shape]`` per ReLU).  Chunks stop once the
+    ``budget`` has expired (the rows not reached keep their bounds)."""
     current = bounds[node.name]
     bsz, n = current.lower.shape[0], node.size
     lower = current.lower.flatten(1).clone()
@@ -416,8 +584,12 @@ def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_
     r_max = rows.shape[1]
     if r_max == 0:
         return current
-    for start in range(0, r_max, max_rows):
-        idx = rows[:, start:start + max_rows]  # [B, r]
+    widest = max(n.size for n in network.nodes[:network.nodes.index(node) + 1])
+    chunk = max(1, min(max_rows, CHUNK_BYTES // (16 * widest * max(1, bsz))))
+    for start in range(0, r_max, chunk):
+        if budget is not None and start and budget.expired:
+            break
+        idx = rows[:, start:start + chunk]  # [B, r]
         r = idx.shape[1]
         eye = lower.new_zeros(bsz, r, n).scatter_(2, idx.unsqueeze(2), 1.0)
         c = torch.cat([eye, -eye], dim=1).reshape(bsz, 2 * r, *node.shape)
@@ -498,7 +670,7 @@ def _fwd_affine(node: Node, f: list[LinearForm], b: list[Bounds]) -> LinearForm:
 
 
 def _fwd_activation(node: Node, f: list[LinearForm], b: list[Bounds]) -> LinearForm:
-    r = RELAXATIONS[node.op](b[0].lower, b[0].upper)
+    r = RELAXATIONS[node.op](b[0].lower, b[0].upper, node.attrs)
     x = f[0]
     lp, ln = r.lower_slope.clamp(min=0), r.lower_slope.clamp(max=0)
     up, un = r.upper_slope.clamp(min=0), r.upper_slope.clamp(max=0)
@@ -541,6 +713,10 @@ FORWARD_LINEAR_RULES: dict[Op, Callable[[Node, list[LinearForm], list[Bounds]], 
     Op.TRANSPOSE: _fwd_shape_op,
     Op.SLICE: _fwd_shape_op,
     Op.CONCAT: _fwd_concat,
+    Op.GATHER: _fwd_shape_op,  # selections, sums and repeats: linear with non-negative weights
+    Op.EXPAND: _fwd_shape_op,
+    Op.UPSAMPLE: _fwd_shape_op,
+    Op.REDUCE_SUM: _fwd_shape_op,
 }
 
 
@@ -602,16 +778,17 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
                           options: AlphaOptions = AlphaOptions(),
                           init: Mapping[str, torch.Tensor] | None = None,
                           stop: Callable[[torch.Tensor], bool] | None = None,
+                          budget: Budget | None = None,
                           ) -> tuple[LinearBound, dict[str, torch.Tensor]]:
     """alpha-CROWN on the final objective: ReLU lower slopes optimized by projected gradient
     ascent on the sum of the rows' lower bounds; one alpha per (row, neuron).
 
     Returns the best bound found per row (never looser than CROWN, which is the starting point)
     and the final alphas (to warm-start children in branch and bound).  ``stop(lower)`` may end
-    the optimization early (e.g. once every row is proved).
+    the optimization early (e.g. once every row is proved), and so does the ``budget``'s deadline.
     """
     if options.search_dtype is not None and options.search_dtype != c.dtype and options.iterations > 0:
-        return _alpha_search_cast(network, bounds, c, options, init, stop)
+        return _alpha_search_cast(network, bounds, c, options, init, stop, budget)
     bsz = c.shape[0]
     rows = 1 if options.shared else c.shape[1]
     relus = [n for n in network.nodes if n.op is Op.RELU]
@@ -631,6 +808,8 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
     opt = adam(list(alphas.values()), lr=options.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, options.lr_decay)
     for _ in range(options.iterations):
+        if budget is not None and budget.expired:
+            break
         with torch.enable_grad():
             res = crown_objective(network, bounds, c, alphas)
             loss = -res.lower.sum()
@@ -658,15 +837,15 @@ def alpha_crown_objective(network: Network, bounds: Mapping[str, Bounds], c: tor
 
 
 def _alpha_search_cast(network: Network, bounds: Mapping[str, Bounds], c: torch.Tensor, options: AlphaOptions,
-                       init: Mapping[str, torch.Tensor] | None,
-                       stop: Callable[[torch.Tensor], bool] | None) -> tuple[LinearBound, dict[str, torch.Tensor]]:
+                       init: Mapping[str, torch.Tensor] | None, stop: Callable[[torch.Tensor], bool] | None,
+                       budget: Budget | None) -> tuple[LinearBound, dict[str, torch.Tensor]]:
     """alpha-CROWN with the slopes searched in ``options.search_dtype`` and the bound computed
     in ``c.dtype``: per row, the better of plain CROWN and the searched slopes' bound."""
     low, high = options.search_dtype, c.dtype
     cast = {k: Bounds(v.lower.to(low), v.upper.to(low)) for k, v in bounds.items()}
     start = None if init is None else {k: v.to(low) for k, v in init.items()}
     _, alphas = alpha_crown_objective(network.to(dtype=low), cast, c.to(low), replace(options, search_dtype=None),
-                                      start, stop)
+                                      start, stop, budget)
     alphas = {k: v.to(high) for k, v in alphas.items()}
     with torch.no_grad():
         found = crown_objective(network, bounds, c, alphas)
@@ -712,14 +891,15 @@ class NodeSlopes:
 
 
 def alpha_crown_bounds(network: Network, box: Bounds, options: AlphaOptions = AlphaOptions(iterations=20),
-                       bounds: Mapping[str, Bounds] | None = None) -> dict[str, Bounds]:
+                       bounds: Mapping[str, Bounds] | None = None, budget: Budget | None = None,
+                       ) -> dict[str, Bounds]:
     """Bounds of every node with the unstable ReLU inputs tightened by alpha-CROWN (see
     :func:`alpha_crown_layers`)."""
-    return alpha_crown_layers(network, box, options, bounds)[0]
+    return alpha_crown_layers(network, box, options, bounds, budget)[0]
 
 
 def alpha_crown_layers(network: Network, box: Bounds, options: AlphaOptions = AlphaOptions(iterations=20),
-                       bounds: Mapping[str, Bounds] | None = None,
+                       bounds: Mapping[str, Bounds] | None = None, budget: Budget | None = None,
                        ) -> tuple[dict[str, Bounds], dict[str, NodeSlopes]]:
     """Bounds of every node with the unstable ReLU inputs tightened by alpha-CROWN, and the
     slopes that tightened each such node.
@@ -728,14 +908,17 @@ def alpha_crown_layers(network: Network, box: Bounds, options: AlphaOptions = Al
     node behind at least one ReLU has the bounds of its unstable neurons (per domain) optimized
     as the objective of the network cut at that node, with its own slopes per row, using the
     tightened bounds of the layers before it.  Every slope in ``[0, 1]`` gives a sound bound
-    and the result is intersected with the starting one, so it is never looser.
+    and the result is intersected with the starting one, so it is never looser.  Once the
+    ``budget`` has expired the remaining layers keep their starting bounds.
     """
-    out = dict(crown_bounds(network, box) if bounds is None else bounds)
+    out = dict(crown_bounds(network, box, budget=budget) if bounds is None else bounds)
     slopes: dict[str, NodeSlopes] = {}
     users = network.users()
     ops = {n.name: n.op for n in network.nodes}
     seen_relu = False
     for k, node in enumerate(network.nodes):
+        if budget is not None and budget.expired:
+            break
         if node.op is Op.RELU:
             seen_relu = True
         if not seen_relu or not users[node.name] or any(ops[u] is not Op.RELU for u in users[node.name]):
@@ -750,7 +933,7 @@ def alpha_crown_layers(network: Network, box: Bounds, options: AlphaOptions = Al
         eye = lower.new_zeros(bsz, r_max, n).scatter_(2, idx.unsqueeze(2), 1.0)
         c = torch.cat([eye, -eye], dim=1)
         cut = Network(network.nodes[:k + 1], node.name, network.name)
-        best, alphas = alpha_crown_objective(cut, out, c, options)
+        best, alphas = alpha_crown_objective(cut, out, c, options, budget=budget)
         slopes[node.name] = NodeSlopes.of(idx, alphas, n)
         res = best.lower.detach()
         new_lower = lower.scatter_reduce(1, idx, res[:, :r_max], reduce="amax")

@@ -37,7 +37,7 @@ from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, dom
                                  undecided, violated)
 from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_bounds, alpha_crown_objective, crown_bounds,
                             crown_objective, ibp)
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Network
 from certify.problem import Problem
@@ -105,7 +105,7 @@ def relaxed_inputs(net: Network) -> list[str]:
 
 def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tensor | None,
                refresh: bool, method: str = "crown", tighten: AlphaOptions | None = None,
-               ) -> tuple[dict[str, Bounds], torch.Tensor]:
+               budget: Budget | None = None) -> tuple[dict[str, Bounds], torch.Tensor]:
     """Bounds of every node on a batch of boxes: recomputed (``method`` ``crown``: CROWN on each
     domain's unstable neurons, see :func:`certify.bounds.crown_bounds`; ``forward``: forward
     linear bounds) when ``refresh``, else IBP; either way intersected with the ``known``
@@ -124,11 +124,11 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
             fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
             offset += size
     if refresh:  # the parent's bounds still hold on the child box: intersect them in
-        out = crown_bounds(net, box, fixed or None, method=method)
+        out = crown_bounds(net, box, fixed or None, method=method, budget=budget)
     else:
         out = ibp(net, box, fixed)
     if tighten is not None:
-        out = alpha_crown_bounds(net, box, tighten, bounds=out)
+        out = alpha_crown_bounds(net, box, tighten, bounds=out, budget=budget)
     flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
     return out, stacked
@@ -137,7 +137,8 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
 def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tensor,
                 iterations: int = 0, lr: float = 0.25, open_: torch.Tensor | None = None,
                 known: torch.Tensor | None = None, refresh: bool = True, method: str = "crown",
-                tighten: AlphaOptions | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                tighten: AlphaOptions | None = None, budget: Budget | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lower bounds of every unsafe row on each box, their input coefficients and the
     intermediate bounds used (see :func:`box_bounds`).
 
@@ -148,7 +149,7 @@ def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tens
     box = Bounds(lo.reshape(bsz, *shape), hi.reshape(bsz, *shape))
     c = spec.batch(bsz)
     with torch.no_grad():
-        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method, tighten)
+        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method, tighten, budget)
         if iterations <= 0:
             best = crown_objective(net, bounds, c)
         else:
@@ -159,7 +160,7 @@ def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tens
                 return bool(closed.all())
 
             best, _ = alpha_crown_objective(net, bounds, c, AlphaOptions(iterations=iterations, lr=lr),
-                                            stop=stop)
+                                            stop=stop, budget=budget)
     return best.lower.detach(), best.A.detach().flatten(2), stacked
 
 
@@ -216,7 +217,7 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
 
     # The root: CROWN intermediate bounds (tightened by alpha-CROWN), alpha-CROWN objective.
     lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha,
-                                  tighten=_tightening(options))
+                                  tighten=_tightening(options), budget=budget)
     if options.intermediate == "forward":
         known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
     stats.domains += 1
@@ -231,7 +232,7 @@ def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdic
             return undecided(stats, f"timeout after {stats.domains} domains, {len(pool)} open"
                              + ("" if complete else " (input splitting is incomplete for non-PL nets)"))
         if pending is None:
-            pending = _bound_batch(net, spec, options, pool.pop(options.batch_size), stats)
+            pending = _bound_batch(net, spec, options, pool.pop(options.batch_size), stats, budget)
         d, pending = pending, None
         dm = spec.disjunct_margins(d["lower"])
         unclosed = d["open"] & ~(dm > 0)
@@ -355,7 +356,7 @@ class FuzzTurns:
 
 
 def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
-                 stats: Stats) -> dict[str, torch.Tensor]:
+                 stats: Stats, budget: Budget) -> dict[str, torch.Tensor]:
     """Bound a batch of popped domains.
 
     ``intermediate``: ``crown`` recomputes CROWN intermediate bounds for every domain;
@@ -368,7 +369,7 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
     mode = options.intermediate
     lower, A, known = bound_boxes(net, spec, d["lo"], d["hi"], options.branch_alpha_iterations,
                                   options.lr_alpha, d["open"], d["known"], refresh=mode in ("crown", "forward"),
-                                  method=mode)
+                                  method=mode, budget=budget)
     stats.domains += d["lo"].shape[0]
     stats.batches += 1
     if mode == "forward":
@@ -376,11 +377,11 @@ def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[st
     out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
            "depth": d["depth"]}
     if mode == "two-stage":
-        out = _rebound(net, spec, options, out, _unproved(spec, out), None)
+        out = _rebound(net, spec, options, out, _unproved(spec, out), None, budget)
     if options.tighten_iterations > 0 and mode != "forward":
         pick = (_unproved(spec, out) & (_unstable(out["known"]) >= options.tighten_unstable)
                 & (out["depth"] % options.tighten_every == 0))
-        out = _rebound(net, spec, options, out, pick, _tightening(options))
+        out = _rebound(net, spec, options, out, pick, _tightening(options), budget)
         stats.tightened += int(pick.sum())
     return out
 
@@ -399,7 +400,7 @@ def _unproved(spec: SpecMatrix, d: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _rebound(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
-             pick: torch.Tensor, tighten: AlphaOptions | None) -> dict[str, torch.Tensor]:
+             pick: torch.Tensor, tighten: AlphaOptions | None, budget: Budget) -> dict[str, torch.Tensor]:
     """Bound the ``pick``ed domains again, from their current intermediate bounds: recomputed
     by CROWN (``tighten`` None) or tightened by alpha-CROWN."""
     if not bool(pick.any()):
@@ -407,7 +408,7 @@ def _rebound(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, t
     idx = pick.nonzero().flatten()
     lower, A, known = bound_boxes(net, spec, d["lo"][idx], d["hi"][idx], options.branch_alpha_iterations,
                                   options.lr_alpha, d["open"][idx], d["known"][idx], refresh=tighten is None,
-                                  tighten=tighten)
+                                  tighten=tighten, budget=budget)
     # A disjunct the first bound ruled out stays closed; branching follows the new bound and
     # its coefficients (mixing in the first one's steers it badly).
     closed = spec.disjunct_margins(d["lower"][idx]) > 0

@@ -35,7 +35,7 @@ from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, doma
     violated
 from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, NodeSlopes, adam, \
     alpha_crown_layers, crown_bounds, crown_node
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.network import Network, Node, Op
 from certify.numeric import LP_MAGNITUDE
@@ -108,7 +108,7 @@ class _Bounder:
         return BackwardContext(bounds, alphas)
 
     def refine(self, lo: torch.Tensor, hi: torch.Tensor, box: torch.Tensor, after: torch.Tensor,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               budget: Budget | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Each domain's pre-activation bounds of the ReLU layers after ``after: [B]`` (the layer
         of its newest split), recomputed by CROWN on the domain's own bounds of the layers
         before, and intersected with the bounds it has.  A split neuron is relaxed exactly, so
@@ -123,7 +123,7 @@ class _Bounder:
             pre = self.layout.pre[k]
             found = self.slopes.get(pre)
             slopes = None if found is None else partial(found.gather, box=boxes)
-            fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes)
+            fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes, budget=budget)
             a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
             lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
             hi[sel, a:b] = torch.minimum(hi[sel, a:b], fresh.upper.flatten(1))
@@ -402,7 +402,7 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
                       budget)
     if cex is not None:
         return violated(stats, cex)
-    root = _root_bounds(net, lo, hi, options)
+    root = _root_bounds(net, lo, hi, options, budget)
     alone = spec.n_groups > 1 and options.joint_share < 1
     joint = budget.share(options.joint_share) if alone else budget
     out = _search(net, spec, falsify, lo, hi, options, joint, stats, root=root)
@@ -434,17 +434,18 @@ class _Root:
     slopes: dict[str, NodeSlopes]
 
 
-def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions) -> _Root:
+def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
+                 budget: Budget | None = None) -> _Root:
     """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]``, the intermediate ones
     tightened by alpha-CROWN (every domain of a box starts from them)."""
     n_boxes = lo.shape[0]
     root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
-        root = crown_bounds(net, root_box)
+        root = crown_bounds(net, root_box, budget=budget)
     if options.intermediate_alpha_iterations <= 0:
         return _Root(root, {})
     root, slopes = alpha_crown_layers(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
-                                                                  lr=options.lr_alpha), root)
+                                                                  lr=options.lr_alpha), root, budget)
     return _Root(root, slopes if options.refine_slopes else {})
 
 
@@ -481,7 +482,7 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
     n_boxes = lo.shape[0]
     exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
     if root is None:
-        root = _root_bounds(net, lo, hi, options)
+        root = _root_bounds(net, lo, hi, options, budget)
     layout = _Layout.of(net)
     bounder = _Bounder(net, spec, root, layout, torch.float32 if options.search_float32 else None)
     total = layout.total
@@ -527,7 +528,7 @@ def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor
         stats.domains += size
         stats.batches += 1
         if options.refine_intermediate:
-            d["lo"], d["hi"] = bounder.refine(d["lo"], d["hi"], d["box"], d["after"])
+            d["lo"], d["hi"] = bounder.refine(d["lo"], d["hi"], d["box"], d["after"], budget)
             # Bounds that cross (beyond rounding) mean the splits contradict each other: empty.
             gap = d["lo"] - d["hi"] - PROOF_TOLERANCE * (1 + d["lo"].abs() + d["hi"].abs())
             feasible = ~(gap > 0).any(dim=1)

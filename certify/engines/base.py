@@ -1,43 +1,15 @@
-"""The engine contract and the shared time budget."""
+"""The engine contract (the budget lives in :mod:`certify.budget`; re-exported here)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import torch
-
+from certify.budget import Budget, OutOfTime
 from certify.problem import Problem
 from certify.verdict import Verdict
 
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """A wall-clock deadline (``time.monotonic`` seconds) and the device to compute on."""
-
-    deadline: float
-    device: str = "cpu"
-
-    @staticmethod
-    def seconds(seconds: float, device: str = "cpu") -> Budget:
-        return Budget(time.monotonic() + seconds, device)
-
-    @property
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline
-
-    def share(self, fraction: float) -> Budget:
-        """A budget ending after ``fraction`` of the remaining time."""
-        return Budget(time.monotonic() + max(0.0, self.remaining) * fraction, self.device)
-
-    @property
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device)
+__all__ = ["Budget", "Capabilities", "Engine", "OutOfTime", "Support", "supports_ops"]
 
 
 @dataclass(frozen=True, slots=True)

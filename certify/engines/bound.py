@@ -46,8 +46,10 @@ class BoundResult:
     proved: bool
 
 
-def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu") -> BoundResult:
-    """Bound every unsafe row of ``problem`` over its whole box with the chosen method."""
+def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu",
+                  budget: Budget | None = None) -> BoundResult:
+    """Bound every unsafe row of ``problem`` over its whole box with the chosen method; past the
+    ``budget``'s deadline the refinements stop (the bounds stay sound, only looser)."""
     dtype = _dtype(options.dtype)
     net = problem.network.to(dtype=dtype, device=device)
     box = input_bounds(problem.box.lower[None], problem.box.upper[None], dtype, device)
@@ -57,14 +59,14 @@ def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu") 
         if options.method == "ibp":
             lower = ibp_objective(net, ibp(net, box), c)
         else:
-            bounds = crown_bounds(net, box)
+            bounds = crown_bounds(net, box, budget=budget)
             if options.method == "crown":
                 lower = crown_objective(net, bounds, c).lower
             else:
                 best, _ = alpha_crown_objective(
                     net, bounds, c,
                     AlphaOptions(iterations=options.iterations, lr=options.lr, shared=options.shared_alpha),
-                    stop=lambda lo: bool(spec.proved(lo).all()))
+                    stop=lambda lo: bool(spec.proved(lo).all()), budget=budget)
                 lower = best.lower
     margins = spec.disjunct_margins(lower)
     return BoundResult(lower[0], margins[0], bool(spec.proved(lower)[0]))
@@ -91,13 +93,14 @@ class BoundEngine:
     @guarded
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         start = time.monotonic()
-        res = bound_problem(problem, self.options, budget.device)
+        res = bound_problem(problem, self.options, budget.device, budget)
         seconds = time.monotonic() - start
         margins = [round(float(m), 6) for m in res.disjunct_margins]
         if res.proved:
             return Verdict(Status.HOLDS, engine=self.name, seconds=seconds,
                            certificate={"method": self.name, "disjunct_margins": margins})
         open_ = sum(1 for m in res.disjunct_margins if float(m) <= 0)
-        return unknown(self.name, f"{self.name} bounds do not rule out {open_} of {len(margins)} unsafe "
+        late = " (cut short by the timeout)" if budget.expired else ""
+        return unknown(self.name, f"{self.name} bounds{late} do not rule out {open_} of {len(margins)} unsafe "
                        f"disjunct(s) (worst margin {min(margins):.4g})", seconds,
                        disjunct_margins=margins)

@@ -78,17 +78,18 @@ def supports_encoding(engine: str, problem: Problem) -> Support:
     return Support(True)
 
 
-def problem_bounds(problem: Problem, device: str = "cpu") -> dict[str, Bounds]:
-    """CROWN bounds of every node over the problem's box (float64, batch of 1)."""
+def problem_bounds(problem: Problem, device: str = "cpu", budget: Budget | None = None) -> dict[str, Bounds]:
+    """CROWN bounds of every node over the problem's box (float64, batch of 1); interval bounds
+    for the nodes reached after the ``budget``'s deadline."""
     net = problem.network.to(dtype=torch.float64, device=device)
     box = input_bounds(problem.box.lower[None], problem.box.upper[None], torch.float64, device)
     with torch.no_grad():
-        out = crown_bounds(net, box)
+        out = crown_bounds(net, box, budget=budget)
     return {k: Bounds(v.lower.cpu(), v.upper.cpu()) for k, v in out.items()}
 
 
-def build_system(problem: Problem, device: str = "cpu") -> ConstraintSystem:
-    return encode(problem, problem_bounds(problem, device))
+def build_system(problem: Problem, device: str = "cpu", budget: Budget | None = None) -> ConstraintSystem:
+    return encode(problem, problem_bounds(problem, device, budget))
 
 
 def triangle_rows(system: ConstraintSystem) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -338,7 +339,7 @@ class LPEngine:
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         require_modules(self.name, CVXPY_MODULES, "lp")
         start = time.monotonic()
-        system = build_system(problem)
+        system = build_system(problem, budget=budget)
         results = solve_disjuncts(relaxation_model(system), self.options.solver, budget.deadline)
         return relaxation_verdict(self.name, system, results, self.options.tolerance,
                                   time.monotonic() - start, **system.stats())

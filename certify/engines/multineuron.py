@@ -216,7 +216,7 @@ class MultiNeuronEngine:
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         require_modules(self.name, CVXPY_MODULES + (("scipy", "scipy"),), "lp")
         start = time.monotonic()
-        bounds = problem_bounds(problem)
+        bounds = problem_bounds(problem, budget=budget)
         system = encode(problem, bounds)
         g, h, n_groups = multineuron_cuts(problem, system, bounds, self.options, budget.share(0.5).deadline)
         results = solve_disjuncts(relaxation_model(system, [(g, h)]), self.options.solver, budget.deadline)

@@ -190,7 +190,7 @@ class SMTEngine:
 
         require_modules(self.name, _modules(self.options), "smt")
         start = time.monotonic()
-        system = build_system(problem)
+        system = build_system(problem, budget=budget)
         f = Formula(system)
         if self.options.emit_smtlib:
             write_smtlib(And(f.base, f.unsafe()), self.options.emit_smtlib)
