@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from certify.engines.base import Budget
 from certify.errors import SpecError
 from certify.instance import Instance
+from certify.io.files import is_gzipped, plain_name, resolve
 from certify.network import Network
 from certify.portfolio import Preset, load_preset, run_portfolio, single_engine
 from certify.replay import OnnxOracle
@@ -75,6 +75,7 @@ class CheckResult:
                 "x": np.asarray(cex.x, dtype=np.float64).reshape(-1).tolist(),
                 "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
                 "replayed": cex.replayed,
+                "precision": cex.precision,
             },
             "lifted": _jsonable(self.lifted),
             "instances": [
@@ -99,6 +100,7 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> Network:
+    """The network of an ONNX file (``X.onnx``, or ``X.onnx.gz`` beside a missing ``X.onnx``)."""
     from certify.io.onnx import load_onnx
 
     return load_onnx(path)
@@ -106,17 +108,24 @@ def load_model(path: str | os.PathLike[str]) -> Network:
 
 def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],
                    network: Network | None = None) -> list[Instance]:
-    """Every instance a spec file asks about (VNN-LIB: one per input box; YAML: per lowering)."""
-    model_path, spec_path = Path(model_path), Path(spec_path)
+    """Every instance a spec file asks about (VNN-LIB: one per input box; YAML: per lowering).
+
+    Either file may be stored gzipped beside its name, as VNN-COMP ships them (``X.onnx`` read
+    from ``X.onnx.gz``, ``Y.vnnlib`` from ``Y.vnnlib.gz``); only VNN-LIB specs may be gzipped.
+    """
+    model_path, spec_path = resolve(model_path), resolve(spec_path)
     net = network if network is not None else load_model(model_path)
     oracle = OnnxOracle(model_path)
-    suffix = spec_path.suffix.lower()
+    spec_name = plain_name(spec_path)
+    suffix = spec_name.suffix.lower()
     if not spec_path.is_file():
         raise SpecError(f"{spec_path}: no such spec file")
+    if is_gzipped(spec_path) and suffix != ".vnnlib":
+        raise SpecError(f"{spec_path}: only VNN-LIB specs may be gzipped (.vnnlib.gz)")
     if suffix == ".vnnlib":
         from certify.io.vnnlib import parse_vnnlib, to_problems
 
-        problems = to_problems(parse_vnnlib(spec_path), net, name=spec_path.stem)
+        problems = to_problems(parse_vnnlib(spec_path), net, name=spec_name.stem)
         return [Instance(p, oracle) for p in problems]
     if suffix in (".yaml", ".yml"):
         from certify.io.yaml import load_spec

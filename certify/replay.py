@@ -4,6 +4,14 @@ An :class:`Oracle` evaluates the *original* model file (not certify's IR) on one
 problem's input shape.  :func:`replay` snaps the candidate into the problem's box (in the
 model's float32 precision), runs it, and returns a replayed :class:`Counterexample` only if the
 output really lies in the unsafe set.
+
+One exception: a box that holds *no* float32 point (some input is fixed to a real value such as
+0.1 that float32 cannot represent, so every float32 input lies outside the box) can never be
+replayed in float32.  Only for such boxes the candidate itself (float64, clipped into the box) is
+replayed on a float64 copy of the original model (:func:`float64_copy`: the same graph with
+float32 tensors and types switched to float64), and the counterexample records
+``precision="float64"``.  Wherever the box holds float32 points the strict float32 replay stays
+the rule.
 """
 
 from __future__ import annotations
@@ -12,12 +20,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from certify.errors import ModelError
 from certify.problem import Box, Problem
 from certify.verdict import Counterexample
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +40,172 @@ class Oracle(Protocol):
         ...
 
 
+@runtime_checkable
+class Float64Oracle(Protocol):
+    """An oracle that can also run the original model in float64 (for boxes without float32 points)."""
+
+    def run_float64(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (flat, float64) of a float64 copy of the original model for ``x`` (float64).
+        Raises :class:`~certify.errors.ModelError` when no such copy can run."""
+        ...
+
+
 @dataclass(eq=False)
 class OnnxOracle:
-    """Runs an ONNX file in onnxruntime (CPU), one sample at a time; the session is cached."""
+    """Runs an ONNX file (``X.onnx``, or VNN-COMP's ``X.onnx.gz`` read in memory) in onnxruntime
+    (CPU), one sample at a time; the sessions are cached.  :meth:`run_float64` runs a float64
+    copy of the same graph (built on first use)."""
 
     path: Path
     _session: Any = field(default=None, init=False, repr=False)
+    _session64: Any = field(default=None, init=False, repr=False)
+    _error64: str | None = field(default=None, init=False, repr=False)
 
     def _open(self) -> Any:
         if self._session is None:
-            import onnxruntime as ort
+            from certify.io.files import is_gzipped, read_bytes, resolve
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            self._session = ort.InferenceSession(os.fspath(self.path), opts, providers=["CPUExecutionProvider"])
+            path = resolve(self.path)
+            source: str | bytes = read_bytes(path) if is_gzipped(path) else os.fspath(path)
+            self._session = _session(source)
         return self._session
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        sess = self._open()
-        inp = sess.get_inputs()[0]
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        feed = np.asarray(x, dtype=np.float32).reshape(shape)
-        out = sess.run(None, {inp.name: feed})[0]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        return _run(self._open(), np.asarray(x, dtype=np.float32))
+
+    def _open64(self) -> Any:
+        if self._error64 is not None:
+            raise ModelError(self._error64)
+        if self._session64 is None:
+            try:
+                self._session64 = _session(float64_copy(_load_proto(self.path)).SerializeToString())
+            except _ort_errors() as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self._error64 = f"the float64 copy of {self.path} cannot run in onnxruntime: {first}"
+                raise ModelError(self._error64) from exc
+        return self._session64
+
+    def run_float64(self, x: np.ndarray) -> np.ndarray:
+        return _run(self._open64(), np.asarray(x, dtype=np.float64))
+
+
+def _session(source: str | bytes) -> Any:
+    """An onnxruntime CPU session (one thread) on a model file path or serialized model bytes."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess: Any, x: np.ndarray) -> np.ndarray:
+    """The first output (flat, float64) of ``sess`` on ``x`` fed to its first input, whose
+    symbolic or batch dims count as 1; ``x`` keeps its dtype."""
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    out = sess.run(None, {inp.name: x.reshape(shape)})[0]
+    return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions onnxruntime raises for a model it cannot load or run (its own classes
+    derive from ``Exception`` directly), and onnx's for a model it cannot read."""
+    from google.protobuf.message import DecodeError
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf,
+            state.NotImplemented, state.RuntimeException, OSError, DecodeError, ValueError)
+
+
+def _load_proto(path: Path) -> onnx.ModelProto:
+    import onnx
+
+    from certify.io.files import is_gzipped, read_bytes, resolve
+
+    path = resolve(path)
+    return onnx.load_model_from_string(read_bytes(path)) if is_gzipped(path) else onnx.load(os.fspath(path))
+
+
+# ----------------------------------------------------------------------------- the float64 copy
+
+#: (op, input index) slots the ONNX standard types as float32 only: their constants stay float32.
+FLOAT32_ONLY_INPUTS: frozenset[tuple[str, int]] = frozenset({("Resize", 2), ("Upsample", 1)})
+
+#: Node attributes that name an element type (``Cast.to``, ``RandomNormal.dtype``...).
+_TYPE_ATTRIBUTES = frozenset({"to", "dtype"})
+
+
+def float64_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` computing in float64: every float32 initializer and Constant /
+    ConstantOfShape tensor cast to float64, the graph's float32 inputs, outputs and value_info
+    switched to double, ``Cast(to=FLOAT)`` (and ``dtype=FLOAT`` attributes) switched to DOUBLE,
+    subgraphs likewise.  ``model`` is not changed.  Ops with no double kernel in onnxruntime
+    (Conv, AveragePool...) make the copy fail to load, which the caller reports."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _graph_to_float64(out.graph)
+    return out
+
+
+def _graph_to_float64(graph: onnx.GraphProto) -> None:
+    from onnx import TensorProto
+
+    keep = {name for node in graph.node for k, name in enumerate(node.input)
+            if (node.op_type, k) in FLOAT32_ONLY_INPUTS}
+    for k, tensor in enumerate(graph.initializer):
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in keep:
+            graph.initializer[k].CopyFrom(_tensor_to_float64(tensor))
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type == TensorProto.FLOAT:
+            info.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for node in graph.node:
+        if not set(node.output) & keep:
+            _node_to_float64(node)
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                _graph_to_float64(sub)
+
+
+def _node_to_float64(node: onnx.NodeProto) -> None:
+    from onnx import AttributeProto, TensorProto, helper
+
+    for k, attr in enumerate(node.attribute):
+        if attr.type == AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+            attr.t.CopyFrom(_tensor_to_float64(attr.t))
+        elif attr.name in _TYPE_ATTRIBUTES and attr.type == AttributeProto.INT and attr.i == TensorProto.FLOAT:
+            attr.i = TensorProto.DOUBLE
+        elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
+            values = np.float64(attr.f) if attr.name == "value_float" else np.asarray(attr.floats, np.float64)
+            node.attribute[k].CopyFrom(helper.make_attribute("value", _array_tensor(values, "")))
+
+
+def _tensor_to_float64(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    return _array_tensor(numpy_helper.to_array(tensor).astype(np.float64), tensor.name)
+
+
+def _array_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(values, dtype=np.float64), name)
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def holds_float32_point(box: Box) -> bool:
+    """Whether some float32 input lies inside ``box``: every coordinate's interval contains a
+    float32 value.  False when, e.g., an input is fixed to 0.1 exactly (``lower == upper``)."""
+    lo = np.asarray(box.lower, dtype=np.float64)
+    hi = np.asarray(box.upper, dtype=np.float64)
+    lo32 = lo.astype(np.float32)
+    lo32 = np.where(lo32.astype(np.float64) < lo, np.nextafter(lo32, np.float32(np.inf)), lo32)
+    return bool(np.all(lo32.astype(np.float64) <= hi))
 
 
 def snap_into_box(x: np.ndarray, box: Box) -> np.ndarray:
@@ -67,8 +220,19 @@ def snap_into_box(x: np.ndarray, box: Box) -> np.ndarray:
     return x32
 
 
+def clip_into_box(x: np.ndarray, box: Box) -> np.ndarray:
+    """``x`` clipped into ``box`` in float64 (box shape): inside it exactly."""
+    lo, hi = box.lower.astype(np.float64), box.upper.astype(np.float64)
+    return np.clip(np.asarray(x, dtype=np.float64).reshape(lo.shape), lo, hi)
+
+
 def replay(oracle: Oracle, problem: Problem, x: np.ndarray) -> Counterexample | None:
-    """A replayed counterexample if ``x`` (snapped into the box) violates the problem, else None."""
+    """A replayed counterexample if ``x`` (snapped into the box) violates the problem, else None.
+
+    In float32 (the model's precision) wherever the box holds a float32 point; otherwise in
+    float64 on the candidate clipped into the box (see the module docstring)."""
+    if not holds_float32_point(problem.box):
+        return _replay_float64(oracle, problem, x)
     x32 = snap_into_box(x, problem.box)
     if not problem.box.contains(x32.astype(np.float64)):
         log.warning("candidate for %s cannot be represented inside its box in float32", problem.name)
@@ -76,4 +240,23 @@ def replay(oracle: Oracle, problem: Problem, x: np.ndarray) -> Counterexample | 
     y = oracle.run(x32)
     if problem.violation(y) <= 0.0:
         return Counterexample(x=x32, y=y, replayed=True)
+    return None
+
+
+def _replay_float64(oracle: Oracle, problem: Problem, x: np.ndarray) -> Counterexample | None:
+    """The float64 replay of a box without float32 points: ``x`` clipped into the box, run on
+    the oracle's float64 copy of the model."""
+    name = problem.name or "problem"
+    if not isinstance(oracle, Float64Oracle):
+        log.warning("%s: the box holds no float32 point and this oracle (%s) cannot replay in float64",
+                    name, type(oracle).__name__)
+        return None
+    x64 = clip_into_box(x, problem.box)
+    try:
+        y = oracle.run_float64(x64)
+    except ModelError as exc:
+        log.warning("%s: the box holds no float32 point and %s", name, exc)
+        return None
+    if problem.violation(y) <= 0.0:
+        return Counterexample(x=x64, y=y, replayed=True, precision="float64")
     return None

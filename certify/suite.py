@@ -66,8 +66,10 @@ class SuiteEntry:
     """One row of an instance list.
 
     ``onnx``/``vnnlib`` are the paths as written in the CSV; ``onnx_path``/``vnnlib_path``
-    resolved against the CSV's folder.  ``line`` is the 1-based CSV line, ``index`` the 0-based
-    data row and ``occurrence`` the number of earlier rows naming the same (onnx, vnnlib).
+    resolved against the CSV's folder (and to the ``.gz`` beside a missing name, as VNN-COMP
+    ships its files: see :func:`certify.io.files.resolve`).  ``line`` is the 1-based CSV line,
+    ``index`` the 0-based data row and ``occurrence`` the number of earlier rows naming the same
+    (onnx, vnnlib).
     """
 
     onnx: str
@@ -100,8 +102,11 @@ def read_instances(csv_path: str | os.PathLike[str], check_files: bool = True) -
     """The rows of a VNN-COMP instance list; bad input raises UsageError naming the line.
 
     Blank lines and lines starting with ``#`` are skipped; a first row whose third field is
-    not a number is taken as a header.
+    not a number is taken as a header.  A file named ``X.onnx`` that exists only as
+    ``X.onnx.gz`` is read from the ``.gz`` (likewise ``.vnnlib``).
     """
+    from certify.io.files import resolve
+
     path = Path(csv_path)
     if not path.is_file():
         raise UsageError(f"{path}: no such instance list")
@@ -130,11 +135,11 @@ def read_instances(csv_path: str | os.PathLike[str], check_files: bool = True) -
             raise UsageError(f"{path}:{lineno}: timeout {timeout_text!r} is not a number") from None
         if not (timeout > 0 and math.isfinite(timeout)):
             raise UsageError(f"{path}:{lineno}: timeout must be a positive number, got {timeout_text!r}")
-        onnx_path, vnnlib_path = base / onnx, base / vnnlib
+        onnx_path, vnnlib_path = resolve(base / onnx), resolve(base / vnnlib)
         if check_files:
             for what, p in (("onnx", onnx_path), ("vnnlib", vnnlib_path)):
                 if not p.is_file():
-                    raise UsageError(f"{path}:{lineno}: {what} file {p} not found")
+                    raise UsageError(f"{path}:{lineno}: {what} file {p} not found (nor {p.name}.gz)")
         occurrence = seen.get((onnx, vnnlib), 0)
         seen[(onnx, vnnlib)] = occurrence + 1
         entries.append(SuiteEntry(onnx, vnnlib, timeout, lineno, len(entries), occurrence, onnx_path, vnnlib_path))
@@ -145,7 +150,14 @@ def read_instances(csv_path: str | os.PathLike[str], check_files: bool = True) -
 
 # ----------------------------------------------------------------------------- results store
 
-#: Fields every record has.
+#: Fields every record has.  ``seconds`` is measured by the worker from receiving the instance
+#: (network and spec loading included) to its verdict.  Records written by this version also carry
+#: ``wall_seconds``: measured by the suite's parent from handing the instance to a worker to
+#: receiving its record (loading, the pipe, a killed or crashed worker's whole stay; for a
+#: ``--fuzz-first`` hit the whole fuzz task of its network), the figure to hold against
+#: ``timeout``; ``net_loaded`` (whether the network loaded) where the worker knows it; and on
+#: errors ``error_type`` (the exception class, ``internal <class>`` for a bug, ``crash`` for a
+#: dead worker) and ``op`` (an unsupported ONNX op).
 RECORD_FIELDS: tuple[str, ...] = ("onnx", "vnnlib", "occurrence", "timeout", "status", "seconds",
                                   "engine", "reason", "counterexample")
 
@@ -468,7 +480,7 @@ def _worker_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -
             else:
                 reply = ("result", _run_task(task, options, cache))
         except MemoryError:
-            reply = ("result", _error_record("out of memory (MemoryError)", 0.0))
+            reply = ("result", {**_error_record("out of memory (MemoryError)", 0.0), "error_type": "MemoryError"})
             conn.send(reply)
             return  # this process may be in a bad state: let the parent start a fresh one
         try:
@@ -478,9 +490,11 @@ def _worker_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -
 
 
 def _network(path: str, cache: OrderedDict[str, Any]) -> Any:
+    """The network of ``path`` (``X.onnx`` or its ``.gz``), from the cache when loaded before."""
     from certify.api import load_model
+    from certify.io.files import resolve
 
-    key = os.path.realpath(path)
+    key = os.path.realpath(resolve(path))
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
@@ -491,29 +505,51 @@ def _network(path: str, cache: OrderedDict[str, Any]) -> Any:
     return net
 
 
-def _error_record(reason: str, seconds: float) -> dict[str, Any]:
-    return {"status": "error", "seconds": seconds, "engine": "none", "reason": reason, "counterexample": None}
+def _error_record(reason: str, seconds: float, exc: BaseException | None = None,
+                  net_loaded: bool | None = None) -> dict[str, Any]:
+    """An ``error`` record; with the exception, its class (``error_type``; ``internal <class>`` for
+    a bug, i.e. not a :class:`CertifyError`) and, for an unsupported ONNX op, the op (``op``); with
+    ``net_loaded``, whether the network had loaded before the error."""
+    record: dict[str, Any] = {"status": "error", "seconds": seconds, "engine": "none", "reason": reason,
+                              "counterexample": None}
+    if exc is not None:
+        kind = type(exc).__name__
+        record["error_type"] = kind if isinstance(exc, CertifyError) else f"internal {kind}"
+        op = getattr(exc, "op_type", None)
+        if isinstance(op, str):
+            record["op"] = op
+    if net_loaded is not None:
+        record["net_loaded"] = net_loaded
+    return record
 
 
 def _run_task(task: Task, options: Any, cache: OrderedDict[str, Any]) -> dict[str, Any]:
     from certify.api import check_instances, load_instances
 
     start = time.monotonic()
+    net = None
     try:
         net = _network(task.onnx_path, cache)
         instances = load_instances(task.onnx_path, task.vnnlib_path, network=net)
         loaded = time.monotonic() - start
         result = check_instances(instances, replace(options, timeout=max(0.0, task.timeout - loaded)))
     except CertifyError as exc:
-        return _error_record(str(exc), time.monotonic() - start)
+        return _error_record(str(exc), time.monotonic() - start, exc, net is not None)
     except Exception as exc:  # a bug on this instance: keep the suite going, keep the traceback
         log.exception("internal error on %s %s", task.onnx_path, task.vnnlib_path)
-        return _error_record(f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - start)
+        return _error_record(f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - start, exc,
+                             net is not None)
     data = result.to_json()
-    cex = data["counterexample"]
     return {"status": data["status"], "seconds": time.monotonic() - start, "load_seconds": loaded,
-            "engine": data["engine"], "reason": data["reason"],
-            "counterexample": None if cex is None else {"x": cex["x"], "y": cex["y"], "replayed": cex["replayed"]}}
+            "engine": data["engine"], "reason": data["reason"], "net_loaded": True,
+            "counterexample": _cex_record(data["counterexample"])}
+
+
+def _cex_record(cex: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The counterexample fields a suite record keeps."""
+    if cex is None:
+        return None
+    return {k: cex[k] for k in ("x", "y", "replayed", "precision") if k in cex}
 
 
 def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> list[dict[str, Any] | None]:
@@ -555,10 +591,10 @@ def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> lis
             continue
         cex, secs = found
         out.append({"status": "violated", "seconds": loaded + secs, "load_seconds": loaded, "engine": "fuzz",
-                    "reason": "", "counterexample": {
+                    "reason": "", "net_loaded": True, "counterexample": {
                         "x": np.asarray(cex.x, dtype=np.float64).reshape(-1).tolist(),
                         "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
-                        "replayed": True}})
+                        "replayed": True, "precision": cex.precision}})
     return out
 
 
@@ -668,7 +704,7 @@ def _finish(entry: SuiteEntry, timeout: float, outcome: dict[str, Any], pid: int
     record: dict[str, Any] = {"onnx": entry.onnx, "vnnlib": entry.vnnlib, "occurrence": entry.occurrence,
                               "line": entry.line, "timeout": timeout}
     record.update(outcome)
-    for k in ("seconds", "load_seconds"):
+    for k in ("seconds", "load_seconds", "wall_seconds"):
         if k in record:
             record[k] = round(float(record[k]), 4)
     record["worker"] = pid
@@ -756,7 +792,8 @@ def _drive(pool: _Pool, jobs: deque[Any], options: SuiteOptions,
                 if entry_or_group == "fuzz":
                     continue  # fuzzing is best-effort: its instances are proved next
                 record(entry_or_group, timeout, {"status": "unknown", "seconds": elapsed, "engine": "none",
-                                                 "reason": KILLED_REASON, "counterexample": None}, pid)
+                                                 "reason": KILLED_REASON, "counterexample": None,
+                                                 "wall_seconds": elapsed}, pid)
             elif w.job is None and not w.ready and now - w.started > pool.start_timeout:
                 raise RuntimeError(f"a suite worker did not start within {pool.start_timeout:.0f} s")
         if now - last_tick >= 1.0:
@@ -796,13 +833,14 @@ def _receive(pool: _Pool, w: _Worker, msg: Any,
     if job is None:
         log.error("BUG: worker %d sent a %s message while idle", w.pid, kind)
         return
+    wall = time.monotonic() - w.dispatched
     if kind == "fuzz":
         for (entry, timeout), rec in zip(job[1], payload):
             if rec is not None:
-                record(entry, timeout, rec, w.pid)
+                record(entry, timeout, {**rec, "wall_seconds": wall}, w.pid)
         return
     entry, timeout = job
-    record(entry, timeout, payload, w.pid)
+    record(entry, timeout, {**payload, "wall_seconds": wall}, w.pid)
 
 
 def _died(pool: _Pool, w: _Worker, record: Callable[[SuiteEntry, float, dict[str, Any], int | None], None]) -> None:
@@ -816,4 +854,6 @@ def _died(pool: _Pool, w: _Worker, record: Callable[[SuiteEntry, float, dict[str
     if job is None or job[0] == "fuzz":
         return
     entry, timeout = job
-    record(entry, timeout, _error_record(_exit_reason(code), time.monotonic() - w.dispatched), pid)
+    elapsed = time.monotonic() - w.dispatched
+    record(entry, timeout, {**_error_record(_exit_reason(code), elapsed), "error_type": "crash",
+                            "wall_seconds": elapsed}, pid)

@@ -19,12 +19,16 @@ class Status(str, Enum):
 class Counterexample:
     """An input ``x`` (network input shape) and the output ``y`` it produced.
 
-    ``replayed`` is True once onnxruntime reproduced the violation on the original model.
+    ``replayed`` is True once onnxruntime reproduced the violation on the original model;
+    ``precision`` says in which precision it was replayed: ``"float32"`` (the model's own, the
+    rule) or ``"float64"`` (a float64 copy of the model, only for boxes that hold no float32
+    point, see :mod:`certify.replay`).
     """
 
     x: np.ndarray
     y: np.ndarray
     replayed: bool = False
+    precision: str = "float32"
 
 
 @dataclass(frozen=True, slots=True, eq=False)

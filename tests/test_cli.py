@@ -158,3 +158,69 @@ def test_missing_optional_solver(small_model: Path, tmp_path: Path, monkeypatch:
     code, _, err = run(capsys, "check", str(small_model), str(spec), "--engine", "smt")
     assert code == 2
     assert_one_line_error(err, "smt", "certify[smt]")
+
+
+# ----------------------------------------------------------------------------- VNN-COMP's gzipped files
+
+
+def gzip_into(src: Path, folder: Path) -> Path:
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{src.name}.gz"
+    dst.write_bytes(gzip.compress(src.read_bytes()))
+    return dst
+
+
+def test_check_reads_gzipped_files_by_either_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    comp = tmp_path / "comp"
+    gzip_into(TEST_BENCH / "test_sat.onnx", comp)
+    gzip_into(TEST_BENCH / "test_prop.vnnlib", comp)
+    comp.chmod(0o555)  # read-only, as the corpus is
+    try:
+        for model, spec in (("test_sat.onnx", "test_prop.vnnlib"), ("test_sat.onnx.gz", "test_prop.vnnlib.gz")):
+            code, out, _ = run(capsys, "check", str(comp / model), str(comp / spec), "--engine", "fuzz",
+                               "--timeout", "20", "--json", "-")
+            assert code == 1, model
+            data = json.loads(out)
+            assert data["status"] == "violated" and data["counterexample"]["replayed"] is True
+            assert data["counterexample"]["precision"] == "float32"
+    finally:
+        comp.chmod(0o755)
+    assert sorted(p.name for p in comp.iterdir()) == ["test_prop.vnnlib.gz", "test_sat.onnx.gz"]
+
+
+def test_gzipped_model_names_drop_gz(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = export(dense(0, [20, 4, 2]), (20,), tmp_path / "wide.onnx")
+    model = gzip_into(plain, tmp_path / "gz")
+    spec = gzip_into(box_vnnlib(tmp_path / "p.vnnlib", 20, -1, 1, "(assert (<= Y_0 (+ Y_1 1000)))\n"), tmp_path / "gz")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, _ = run(capsys, "check", str(model), str(spec), "--engine", "fuzz", "--timeout", "20")
+    assert code == 1
+    assert "counterexample replayed in onnxruntime: yes\n" in out
+    assert [p.name for p in work.iterdir()] == ["wide.p.cex.npz"]  # not wide.onnx.p.vnnlib.cex.npz
+
+
+def test_bad_gzipped_inputs_are_one_line_errors(small_model: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    spec = box_vnnlib(tmp_path / "p.vnnlib", 3, -1, 1, "(assert (<= Y_0 Y_1))\n")
+    (tmp_path / "bad.onnx.gz").write_bytes(b"this is not gzip data")
+    code, _, err = run(capsys, "check", str(tmp_path / "bad.onnx"), str(spec))
+    assert code == 2
+    assert_one_line_error(err, "bad.onnx.gz")
+    truncated = gzip_into(small_model, tmp_path / "t")
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    code, _, err = run(capsys, "check", str(truncated), str(spec))
+    assert code == 2
+    assert_one_line_error(err, "small.onnx.gz")
+    yaml_gz = tmp_path / "s.yaml.gz"
+    yaml_gz.write_bytes(b"")
+    code, _, err = run(capsys, "check", str(small_model), str(yaml_gz))
+    assert code == 2
+    assert_one_line_error(err, "s.yaml.gz", "VNN-LIB")
+    code, _, err = run(capsys, "check", str(tmp_path / "none.onnx"), str(spec))
+    assert code == 2
+    assert_one_line_error(err, "none.onnx")

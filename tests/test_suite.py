@@ -279,3 +279,47 @@ def test_fuzz_first_records_violations_before_proving(bench: Path, tmp_path: Pat
     statuses = [(r["status"], r["engine"]) for r in report.records]
     assert statuses == [("violated", "fuzz"), ("holds", "crown"), ("violated", "fuzz")]
     assert all(r["counterexample"]["replayed"] for r in report.records if r["status"] == "violated")
+
+
+# ----------------------------------------------------------------------------- VNN-COMP's gzipped layout
+
+
+def test_gzipped_files_are_read_beside_their_names(bench: Path, tmp_path: Path) -> None:
+    """Rows name ``onnx/X.onnx`` while only ``onnx/X.onnx.gz`` exists (the competition's layout):
+    the .gz is read in memory, nothing is unpacked, and the records carry load, wall and error
+    details."""
+    import gzip
+
+    from onnx import helper
+
+    comp = tmp_path / "comp"
+    for sub in ("onnx", "vnnlib"):
+        (comp / sub).mkdir(parents=True)
+    (comp / "onnx" / "net.onnx.gz").write_bytes(gzip.compress((bench / "net.onnx").read_bytes()))
+    odd = zoo.onnx_helper_model([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")],
+                                {"x": [1, 2]}, {"y": [1, 2]})
+    (comp / "onnx" / "odd.onnx.gz").write_bytes(gzip.compress(odd.SerializeToString()))
+    for name in ("holds", "violated"):
+        (comp / "vnnlib" / f"{name}.vnnlib.gz").write_bytes(gzip.compress((bench / f"{name}.vnnlib").read_bytes()))
+    csv = write_list(comp, ["onnx/net.onnx,vnnlib/violated.vnnlib,10", "onnx/net.onnx.gz,vnnlib/holds.vnnlib.gz,10",
+                            "onnx/odd.onnx,vnnlib/holds.vnnlib,10"], "instances.csv")
+    entries = read_instances(csv)
+    assert entries[0].onnx == "onnx/net.onnx"  # results stay keyed by the CSV's names
+    assert entries[0].onnx_path == comp / "onnx" / "net.onnx.gz"
+    assert entries[0].vnnlib_path == comp / "vnnlib" / "violated.vnnlib.gz"
+    before = sorted(comp.rglob("*"))
+    preset = tmp_path / "quick.yaml"
+    preset.write_text("name: quick\nstages:\n  - engine: fuzz\n    share: 0.3\n  - engine: crown\n")
+    with ResultsStore.open(tmp_path / "r.jsonl") as store:
+        report = run_suite(entries, store, SuiteOptions(solver=str(preset), device="cpu"))
+    assert sorted(comp.rglob("*")) == before
+    viol, holds, odd_rec = report.records
+    assert (viol["status"], holds["status"], odd_rec["status"]) == ("violated", "holds", "error")
+    assert viol["counterexample"]["replayed"] and viol["counterexample"]["precision"] == "float32"
+    assert viol["net_loaded"] and holds["net_loaded"] and odd_rec["net_loaded"] is False
+    assert odd_rec["error_type"] == "UnsupportedOp" and odd_rec["op"] == "Frobnicate"
+    assert all(r["wall_seconds"] >= r["seconds"] for r in report.records)
+
+    missing = write_list(comp, ["onnx/none.onnx,vnnlib/holds.vnnlib,10"], "missing.csv")
+    with pytest.raises(UsageError, match="none.onnx.*not found"):
+        read_instances(missing)

@@ -18,6 +18,7 @@ from certify.engines.base import Budget
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Network
 from certify.problem import Problem
+from certify.replay import holds_float32_point
 from certify.verdict import Counterexample, Status, Verdict
 
 ENGINE = "bab"
@@ -161,11 +162,14 @@ class Falsifier:
     """Checks candidate inputs against the unsafe set on the concrete network.
 
     A point counts only when it violates in float64 *and* in float32 (the precision
-    onnxruntime replays in), so a VIOLATED verdict is not lost to rounding at replay.
+    onnxruntime replays in), so a VIOLATED verdict is not lost to rounding at replay.  A box that
+    holds no float32 point (an input fixed to a value such as 0.1) is replayed in float64
+    (:mod:`certify.replay`), so there a point counts when it violates in float64 alone.
     """
 
     def __init__(self, problem: Problem, net: Network, spec: SpecMatrix) -> None:
         self.net = net
+        self.float32 = holds_float32_point(problem.box)
         self.net32 = problem.network.to(dtype=torch.float32, device=net.device)
         self.spec = spec
         self.lo = torch.as_tensor(np.array(problem.box.lower), dtype=net.dtype, device=net.device).reshape(-1)
@@ -191,6 +195,10 @@ class Falsifier:
             if cand.numel() == 0:
                 return None
             cand = cand[torch.argsort(v[cand])][:64]
+            if not self.float32:  # replayed in float64: the float64 violation is the one that counts
+                xb = x[cand[0]].reshape(1, *self.in_shape)
+                y = self.net.forward(xb)
+                return Counterexample(xb[0].cpu().numpy().astype(np.float64), y[0].cpu().numpy().astype(np.float64))
             v32 = self.violation(self.net32, x[cand].to(torch.float32))
             ok = (v32 < 0).nonzero().flatten()
             if ok.numel() == 0:

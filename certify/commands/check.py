@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from certify.commands.common import EXIT_FOR_STATUS, add_device_option, write_json
+from certify.verdict import Counterexample
 
 #: Counterexamples with at most this many input values are printed in full.
 INLINE_VALUES = 16
@@ -18,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check one property file against one ONNX model",
                        description="Prove or refute a spec (.vnnlib or .yaml) on an ONNX model. "
                                    "Exit code: 0 holds, 1 violated, 2 bad input, 3 unknown, 4 internal error.")
-    p.add_argument("model", type=Path, help="ONNX model file")
-    p.add_argument("spec", type=Path, help="property file: .vnnlib or .yaml")
+    p.add_argument("model", type=Path, help="ONNX model file (X.onnx, or X.onnx.gz)")
+    p.add_argument("spec", type=Path, help="property file: .vnnlib (or .vnnlib.gz) or .yaml")
     p.add_argument("--solver", default="default", help="preset name from solvers/ or a preset YAML file")
     p.add_argument("--engine", default=None, help="run only this engine (see `certify engines`)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole spec (default 60)")
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from certify.api import CheckOptions, check
+    from certify.io.files import plain_name
 
     result = check(args.model, args.spec, CheckOptions(solver=args.solver, engine=args.engine,
                                                         timeout=args.timeout, device=args.device))
@@ -48,12 +50,11 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"counterexample x = {np.array2string(x, precision=6, separator=', ')}\n")
             out.write(f"               y = {np.array2string(y, precision=6, separator=', ')}\n")
         else:
-            cex_path = cex_path or Path(f"{args.model.stem}.{args.spec.stem}.cex.npz")
+            cex_path = cex_path or Path(f"{plain_name(args.model).stem}.{plain_name(args.spec).stem}.cex.npz")
         if cex_path is not None:
             np.savez(cex_path, x=np.asarray(cex.x), y=y)
             out.write(f"counterexample ({x.size} inputs) written to {cex_path}\n")
-        out.write("counterexample replayed in onnxruntime: yes\n" if cex.replayed else
-                  "counterexample replayed in onnxruntime: NO\n")
+        out.write(f"counterexample replayed in onnxruntime: {_replayed_words(cex)}\n")
     if args.json_out:
         from certify import __version__
 
@@ -61,3 +62,12 @@ def run(args: argparse.Namespace) -> int:
                 **result.to_json()}
         write_json(data, args.json_out)
     return int(EXIT_FOR_STATUS[result.status])
+
+
+def _replayed_words(cex: Counterexample) -> str:
+    """How the counterexample was replayed, for the human output line."""
+    if not cex.replayed:
+        return "NO"
+    if cex.precision == "float64":
+        return "yes (float64 copy: the box holds no float32 point)"
+    return "yes"

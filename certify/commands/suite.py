@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "suite", help="run a VNN-COMP instance list (onnx,vnnlib,timeout) in worker processes",
         description="Run every row of a VNN-COMP instance list (onnx,vnnlib,timeout; paths relative to the "
-                    "CSV's folder) with its own timeout in long-lived worker processes. Each finished instance "
+                    "CSV's folder; X.onnx / Y.vnnlib stored only as X.onnx.gz / Y.vnnlib.gz are read from the "
+                    ".gz) with its own timeout in long-lived worker processes. Each finished instance "
                     "is appended to a JSON Lines results file at once; --resume skips the ones already there. "
                     "Exit code: 0 when the suite ran (whatever the verdicts), 2 on bad input.")
     p.add_argument("instances", type=Path, help="instance list: onnx,vnnlib,timeout per row")

@@ -35,7 +35,7 @@ from certify.engines.lp import CVXPY_MODULES, CVXPY_OPS, DisjunctResult, Model, 
     margin_tolerance, relaxation_model, require_modules, solve_disjuncts, supports_encoding
 from certify.numeric import guarded
 from certify.problem import Problem
-from certify.replay import snap_into_box
+from certify.replay import clip_into_box, holds_float32_point, snap_into_box
 from certify.verdict import Counterexample, Status, Verdict, unknown
 
 #: A disjunct is ruled out when the MILP's proven bound exceeds ``tolerance * (1 + max|b|)``.
@@ -116,15 +116,21 @@ def region_model(system: ConstraintSystem, active: np.ndarray) -> Model:
 
 
 def check_candidate(problem: Problem, x: np.ndarray) -> Counterexample | None:
-    """``x`` snapped into the box (float32) if ``network.forward`` (float64) violates the problem."""
-    x32 = snap_into_box(x, problem.box)
-    if not problem.box.contains(x32.astype(np.float64)):
-        return None
+    """``x`` snapped into the box (float32) if ``network.forward`` (float64) violates the problem.
+
+    A box that holds no float32 point is replayed in float64 (:mod:`certify.replay`): there ``x``
+    is clipped into the box in float64 instead of snapped to float32."""
+    if holds_float32_point(problem.box):
+        xc = snap_into_box(x, problem.box)
+        if not problem.box.contains(xc.astype(np.float64)):
+            return None
+    else:
+        xc = clip_into_box(x, problem.box)
     net = problem.network.to(dtype=torch.float64)
     with torch.no_grad():
-        y = net.forward(torch.as_tensor(x32.astype(np.float64))[None])[0].numpy().reshape(-1)
+        y = net.forward(torch.as_tensor(xc.astype(np.float64))[None])[0].numpy().reshape(-1)
     if problem.violation(y) <= 0.0:
-        return Counterexample(x=x32, y=y, replayed=False)
+        return Counterexample(x=xc, y=y, replayed=False)
     return None
 
 

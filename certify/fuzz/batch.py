@@ -16,7 +16,9 @@ starts at ``first_lanes`` lanes per problem and doubles every episode up to its 
 
 A lane whose margin drops below zero is a *hit*: it is checked in float64 on the IR or, when
 an oracle is given, replayed in onnxruntime, before the problem counts as falsified; a hit
-that fails is logged as a bug and the search goes on.
+that fails is logged as a bug and the search goes on.  The lanes compute in float32; for a box
+that holds no float32 point the hit is clipped into the box in float64 before it is checked
+(such boxes are replayed in float64, see :mod:`certify.replay`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from certify.fuzz.rng import Rng
 from certify.fuzz.stack import StackedNetwork, structure_key
 from certify.network import Network
 from certify.problem import Problem
-from certify.replay import Oracle, replay
+from certify.replay import Oracle, clip_into_box, holds_float32_point, replay
 from certify.verdict import Counterexample, Status, Verdict, unknown
 
 log = logging.getLogger(__name__)
@@ -373,9 +375,13 @@ class BatchFuzzer:
         net = self.net_of[p]
         if net not in self._net64:
             self._net64[net] = problem.network.to(dtype=torch.float64, device="cpu")
-        y = self._net64[net](torch.from_numpy(x32.astype(np.float64))[None]).reshape(-1).numpy()
+        # A box without float32 points (an input fixed to 0.1, say) is collapsed to one float32
+        # value just outside it (float32_box); such boxes are replayed in float64, so the hit
+        # is moved into the box in float64 (the oracle's replay does the same).
+        xc = x32 if holds_float32_point(problem.box) else clip_into_box(x32, problem.box)
+        y = self._net64[net](torch.from_numpy(xc.astype(np.float64))[None]).reshape(-1).numpy()
         if problem.violation(y) <= 0.0:
-            return Counterexample(x=x32, y=y, replayed=False)
+            return Counterexample(x=xc, y=y, replayed=False)
         self.failed_replays += 1
         log.warning("fuzz: candidate for problem %r has float32 margin %.3g but float64 violation %.3g",
                     problem.name or p, margin, problem.violation(y))
