@@ -150,11 +150,12 @@ def preset_for(options: CheckOptions) -> Preset:
     return single_engine(options.engine)
 
 
-def check_instances(instances: list[Instance], options: CheckOptions) -> CheckResult:
-    """Run the preset on each instance in turn under one shared timeout."""
-    start = time.monotonic()
+def check_instances(instances: list[Instance], options: CheckOptions, started: float | None = None) -> CheckResult:
+    """Run the preset on each instance in turn under one shared timeout, counted from ``started``
+    (``time.monotonic()``; default: now), so that loading the files is part of it."""
+    start = time.monotonic() if started is None else started
     preset = preset_for(options)
-    budget = Budget.seconds(options.timeout, resolve_device(options.device))
+    budget = Budget(start + options.timeout, resolve_device(options.device))
     results: list[InstanceResult] = []
     for k, inst in enumerate(instances):
         name = inst.problem.name or f"instance {k}"
@@ -185,8 +186,9 @@ def summarize(results: list[InstanceResult], seconds: float) -> CheckResult:
 
 def check(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],
           options: CheckOptions = CheckOptions()) -> CheckResult:
-    """Check one spec file against one model file."""
-    return check_instances(load_instances(model_path, spec_path), options)
+    """Check one spec file against one model file; ``options.timeout`` covers the loading too."""
+    started = time.monotonic()
+    return check_instances(load_instances(model_path, spec_path), options, started)
 
 
 def _jsonable(value: Any) -> Any:

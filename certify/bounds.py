@@ -15,6 +15,7 @@ Nonlinear rules take their lines from :mod:`certify.relax` (the relaxations are 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,8 +26,8 @@ import torch.nn.functional as F
 
 from certify.budget import Budget
 from certify.network import ACTIVATIONS, FORWARD, Network, Node, Op, pad_input
-from certify.relax import (RANGES, RELAXATIONS, bilinear_planes, product_range, relu_default_alpha, relu_relaxation,
-                           softmax_bounds)
+from certify.relax import (INEXACT, RANGES, RELAXATIONS, bilinear_planes, product_range, relu_default_alpha,
+                           relu_relaxation, softmax_bounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +518,7 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
     users = network.users()
     node_ops = {n.name: n.op for n in network.nodes}
     needs = {name for name, us in users.items() if any(node_ops[u] in RELAXED_OPS for u in us)}
+    needs -= interval_exact(network)
     out: dict[str, Bounds] = {network.input.name: box}
     forms: dict[str, LinearForm] = {}
     d = network.input_size
@@ -547,6 +549,30 @@ def crown_bounds(network: Network, box: Bounds, fixed: Mapping[str, Bounds] | No
     return out
 
 
+#: Ops that move, drop or scale elements one by one without duplicating them: interval bounds
+#: stay exact through them.
+_TRANSPARENT: frozenset[Op] = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.SLICE, Op.PAD, Op.AFFINE, Op.CONSTANT})
+#: Ops whose outputs combine several inputs linearly: interval bounds are exact after one of them
+#: applied to the input box, not after two.
+_MIXING: frozenset[Op] = frozenset({Op.LINEAR, Op.CONV, Op.CONV_TRANSPOSE, Op.AVGPOOL, Op.REDUCE_SUM})
+
+
+def interval_exact(network: Network) -> set[str]:
+    """The nodes whose interval bounds are already exact (CROWN cannot tighten them): those that
+    are the input box mapped by at most one mixing linear op and element-wise transparent ops."""
+    mixes: dict[str, int] = {network.input.name: 0}
+    for node in network.nodes[1:]:
+        before = [mixes.get(i) for i in node.inputs]
+        if any(m is None for m in before):
+            continue
+        depth = max(m for m in before if m is not None)
+        if node.op in _TRANSPARENT and len(node.inputs) == 1:
+            mixes[node.name] = depth
+        elif node.op in _MIXING and depth == 0:
+            mixes[node.name] = 1
+    return set(mixes)
+
+
 def _needed_rows(need: torch.Tensor) -> torch.Tensor:
     """Each domain's needed neurons ``need: [B, n]`` as indices ``[B, R]``, ``R`` the largest
     count; shorter rows are padded by repeating their first needed neuron (still valid rows)."""
@@ -560,6 +586,9 @@ def _needed_rows(need: torch.Tensor) -> torch.Tensor:
 #: The largest coefficient tensor one CROWN pass of intermediate bounds may hold (per chunk of
 #: rows: rows x the largest node before the bounded one x 8 bytes); conv nets get smaller chunks.
 CHUNK_BYTES = 2**28
+#: Under a deadline: the rows of a first, measuring chunk, and the seconds later chunks aim at.
+PROBE_ROWS = 16
+CHUNK_SECONDS = 1.0
 
 
 def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_ops: set[Op],
@@ -567,8 +596,9 @@ def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_
                slopes: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
                budget: Budget | None = None) -> Bounds:
     """``node``'s bounds in ``bounds``, tightened by CROWN on the bounds of the nodes before it.
-    Only the rows that matter are bounded: when every user of the node is a ReLU
-    (``user_ops``), each domain's unstable neurons; otherwise all of them.  The ReLU lower
+    Only the rows that matter are bounded: the neurons where some user's relaxation (``user_ops``)
+    depends on the bounds (:data:`certify.relax.INEXACT`: a ReLU's unstable neurons), per domain.
+    The ReLU lower
     slopes are CROWN's defaults, or ``slopes(rows)`` for the neurons ``rows: [B, r]`` (lower
     bound rows, then upper bound rows: ``[B, 2r, *shape]`` per ReLU).  Chunks stop once the
     ``budget`` has expired (the rows not reached keep their bounds)."""
@@ -576,19 +606,24 @@ def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_
     bsz, n = current.lower.shape[0], node.size
     lower = current.lower.flatten(1).clone()
     upper = current.upper.flatten(1).clone()
-    if user_ops <= {Op.RELU}:
-        need = (lower < 0) & (upper > 0)  # [B, n]
-    else:
-        need = torch.ones_like(lower, dtype=torch.bool)
+    need = torch.zeros_like(lower, dtype=torch.bool)  # [B, n]: neurons some user relaxes inexactly
+    for op in user_ops:
+        inexact = INEXACT.get(op)
+        need |= inexact(lower, upper) if inexact is not None else torch.ones_like(need)
     rows = _needed_rows(need)
     r_max = rows.shape[1]
     if r_max == 0:
         return current
     widest = max(n.size for n in network.nodes[:network.nodes.index(node) + 1])
-    chunk = max(1, min(max_rows, CHUNK_BYTES // (16 * widest * max(1, bsz))))
-    for start in range(0, r_max, chunk):
-        if budget is not None and start and budget.expired:
+    cap = max(1, min(max_rows, CHUNK_BYTES // (16 * widest * max(1, bsz))))
+    # With a deadline and several chunks to go, a small first chunk measures the time per row,
+    # so that later chunks take about CHUNK_SECONDS and none starts that cannot end in time.
+    chunk = min(cap, PROBE_ROWS) if budget is not None and r_max > cap else cap
+    start, per_row = 0, 0.0
+    while start < r_max:
+        if budget is not None and start and budget.remaining < per_row * min(chunk, r_max - start):
             break
+        began = time.monotonic()
         idx = rows[:, start:start + chunk]  # [B, r]
         r = idx.shape[1]
         eye = lower.new_zeros(bsz, r, n).scatter_(2, idx.unsqueeze(2), 1.0)
@@ -597,6 +632,10 @@ def crown_node(network: Network, node: Node, bounds: Mapping[str, Bounds], user_
         res = backward(network, node.name, c, ctx).lower
         lower = lower.scatter_reduce(1, idx, res[:, :r], reduce="amax")
         upper = upper.scatter_reduce(1, idx, -res[:, r:], reduce="amin")
+        start += r
+        per_row = (time.monotonic() - began) / r
+        if budget is not None:
+            chunk = max(1, min(cap, int(CHUNK_SECONDS / max(per_row, 1e-9))))
     return Bounds(lower.reshape(current.lower.shape), upper.reshape(current.upper.shape))
 
 

@@ -404,6 +404,21 @@ RANGES: dict[Op, Callable[[torch.Tensor, torch.Tensor, Mapping[str, Any]], tuple
 }
 
 
+def _around_zero(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return (l < 0) & (u > 0)
+
+
+#: Where an op's relaxation is exact whatever its bounds, tighter input bounds change nothing:
+#: ``INEXACT[op](l, u)`` marks the neurons whose relaxation does depend on them (an op missing
+#: here depends on them everywhere).  CROWN refines only those (ReLU: the unstable neurons).
+INEXACT: dict[Op, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    Op.RELU: _around_zero,
+    Op.LEAKY_RELU: _around_zero,
+    Op.SIGN: _around_zero,
+    Op.FLOOR: lambda l, u: torch.floor(l) != torch.floor(u),
+}
+
+
 # -- multivariate: the bilinear product and softmax ----------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ import torch
 from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, pgd_points,
                                  undecided, violated)
 from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_bounds, alpha_crown_objective, crown_bounds,
-                            crown_objective, ibp)
+                            crown_objective, ibp, ibp_objective)
 from certify.budget import Budget
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Network
@@ -150,6 +150,8 @@ def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tens
     c = spec.batch(bsz)
     with torch.no_grad():
         bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method, tighten, budget)
+        if budget is not None and budget.expired:  # no time for a backward pass: intervals
+            return ibp_objective(net, bounds, c), c.new_zeros(bsz, c.shape[1], lo.shape[1]), stacked
         if iterations <= 0:
             best = crown_objective(net, bounds, c)
         else:

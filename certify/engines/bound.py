@@ -60,7 +60,9 @@ def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu",
             lower = ibp_objective(net, ibp(net, box), c)
         else:
             bounds = crown_bounds(net, box, budget=budget)
-            if options.method == "crown":
+            if budget is not None and budget.expired:  # no time for a backward pass: intervals
+                lower = ibp_objective(net, bounds, c)
+            elif options.method == "crown":
                 lower = crown_objective(net, bounds, c).lower
             else:
                 best, _ = alpha_crown_objective(
