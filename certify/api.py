@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from certify.network import Network
 from certify.portfolio import Preset, load_preset, run_portfolio, single_engine
 from certify.replay import OnnxOracle
 from certify.verdict import Counterexample, Status, Verdict
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,7 @@ class CheckResult:
                 "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
                 "replayed": cex.replayed,
                 "precision": cex.precision,
+                "runtime": cex.runtime,
             },
             "lifted": _jsonable(self.lifted),
             "instances": [
@@ -100,10 +105,27 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> Network:
-    """The network of an ONNX file (``X.onnx``, or ``X.onnx.gz`` beside a missing ``X.onnx``)."""
-    from certify.io.onnx import load_onnx
+    """The network of an ONNX file (``X.onnx``, or ``X.onnx.gz`` beside a missing ``X.onnx``).
 
-    return load_onnx(path)
+    A model with an op certify cannot convert is kept whole (:func:`~certify.io.onnx.opaque.
+    opaque_network`): nothing is proved about it, counterexamples are still searched for by
+    running it in onnxruntime, and every answer names the op.  If onnxruntime cannot run it
+    either, the :class:`~certify.errors.UnsupportedOp` error stands."""
+    from certify.errors import ModelError, UnsupportedOp
+    from certify.io.files import plain_name, read_bytes
+    from certify.io.onnx import load_onnx
+    from certify.io.onnx.opaque import opaque_network
+    from certify.replay import ort_errors
+
+    try:
+        return load_onnx(path)
+    except UnsupportedOp as exc:
+        try:
+            net = opaque_network(read_bytes(path), plain_name(resolve(path)).stem, str(exc))
+        except (ModelError, *ort_errors()):  # onnxruntime cannot run it either
+            raise exc from None
+        log.warning("%s: %s; only a search for counterexamples in onnxruntime applies", path, exc)
+        return net
 
 
 def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathLike[str],

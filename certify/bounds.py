@@ -695,6 +695,47 @@ def _fwd_linear(node: Node, f: list[LinearForm], b: list[Bounds]) -> LinearForm:
     return LinearForm(lo_a, lo_b, up_a, up_b)
 
 
+def _fwd_weighted(node: Node, f: list[LinearForm], b: list[Bounds]) -> LinearForm:
+    """A convolution (or transposed one) of a form: the positive and the negative part of the
+    weight each map the form's matching side; the bias enters the intercepts once."""
+    w = node.params["weight"]
+    apply = FORWARD[node.op]
+    pos = replace(node, params={"weight": w.clamp(min=0)})
+    neg = replace(node, params={"weight": w.clamp(max=0)})
+    x = f[0]
+
+    def on_a(n: Node, a: torch.Tensor) -> torch.Tensor:  # [B, *shape, d] -> [B, *out, d]
+        moved = a.movedim(-1, 1)
+        bsz, d = moved.shape[:2]
+        out = apply(n, [moved.reshape(bsz * d, *moved.shape[2:])])
+        return out.reshape(bsz, d, *out.shape[1:]).movedim(1, -1)
+
+    lo_a = on_a(pos, x.lower_A) + on_a(neg, x.upper_A)
+    up_a = on_a(pos, x.upper_A) + on_a(neg, x.lower_A)
+    lo_b = apply(pos, [x.lower_b]) + apply(neg, [x.upper_b])
+    up_b = apply(pos, [x.upper_b]) + apply(neg, [x.lower_b])
+    bias = node.params.get("bias")
+    if bias is not None:
+        shape = (-1,) + (1,) * (lo_b.dim() - 2)
+        lo_b, up_b = lo_b + bias.view(shape), up_b + bias.view(shape)
+    return LinearForm(lo_a, lo_b, up_a, up_b)
+
+
+def _fwd_pad(node: Node, f: list[LinearForm], b: list[Bounds]) -> LinearForm:
+    """Padding: the coefficients pad with 0, the intercepts with the pad value."""
+    zero = replace(node, attrs={**node.attrs, "value": 0.0})
+    x = f[0]
+
+    def on_a(a: torch.Tensor) -> torch.Tensor:
+        moved = a.movedim(-1, 1)
+        bsz, d = moved.shape[:2]
+        out = FORWARD[Op.PAD](zero, [moved.reshape(bsz * d, *moved.shape[2:])])
+        return out.reshape(bsz, d, *out.shape[1:]).movedim(1, -1)
+
+    pad = FORWARD[Op.PAD]
+    return LinearForm(on_a(x.lower_A), pad(node, [x.lower_b]), on_a(x.upper_A), pad(node, [x.upper_b]))
+
+
 def _fwd_scale(x: LinearForm, scale: torch.Tensor, shift: torch.Tensor) -> LinearForm:
     sp, sn = scale.clamp(min=0), scale.clamp(max=0)
     return LinearForm(sp.unsqueeze(-1) * x.lower_A + sn.unsqueeze(-1) * x.upper_A,
@@ -756,6 +797,16 @@ FORWARD_LINEAR_RULES: dict[Op, Callable[[Node, list[LinearForm], list[Bounds]], 
     Op.EXPAND: _fwd_shape_op,
     Op.UPSAMPLE: _fwd_shape_op,
     Op.REDUCE_SUM: _fwd_shape_op,
+    Op.CONV: _fwd_weighted,
+    Op.CONV_TRANSPOSE: _fwd_weighted,
+    Op.PAD: _fwd_pad,
+    Op.SIGN: _fwd_activation,  # elementwise ops with finite lines
+    Op.SIN: _fwd_activation,
+    Op.COS: _fwd_activation,
+    Op.FLOOR: _fwd_activation,
+    Op.EXP: _fwd_activation,
+    Op.LEAKY_RELU: _fwd_activation,
+    Op.POW: _fwd_activation,
 }
 
 

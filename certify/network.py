@@ -34,6 +34,9 @@ Canonical ops and their semantics (``x`` is the first input, shapes per sample):
 ``expand``     broadcast to attrs ``shape`` (same rank; axes of size 1 repeat)
 ``constant``   the constant param ``value`` (per-sample shape) for every sample; its one input
                (the network input) only gives the batch size
+``opaque``     a whole model certify cannot convert, run as is: attrs ``run`` (a callable mapping
+               one float32 sample to its flat outputs, e.g. an onnxruntime session) and
+               ``reason`` (why it was not converted); only evaluated, never bounded
 ``reshape``    attrs ``shape``: the new per-sample shape (row-major order kept)
 ``transpose``  attrs ``perm``: a permutation of the per-sample axes
 ``concat``     attrs ``axis``: per-sample axis along which the inputs are joined
@@ -89,6 +92,7 @@ class Op(str, Enum):
     REDUCE_SUM = "reduce_sum"
     EXPAND = "expand"
     CONSTANT = "constant"
+    OPAQUE = "opaque"
 
 
 #: Elementwise nonlinear ops (their relaxations live in :mod:`certify.relax`).
@@ -179,6 +183,11 @@ class Network:
 
     def ops(self) -> frozenset[Op]:
         return frozenset(n.op for n in self.nodes)
+
+    @property
+    def is_opaque(self) -> bool:
+        """Whether this is a model certify could not convert, kept whole (see ``Op.OPAQUE``)."""
+        return Op.OPAQUE in self.ops()
 
     @property
     def is_piecewise_linear(self) -> bool:
@@ -338,6 +347,14 @@ def _constant(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     return value.to(args[0].dtype).unsqueeze(0).expand(args[0].shape[0], *value.shape)
 
 
+def _opaque(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+    """Each sample through the model's own runtime (float32, no gradient)."""
+    x = args[0].detach().cpu().to(torch.float32).numpy()
+    run = node.attrs["run"]
+    out = [torch.as_tensor(run(sample)).reshape(node.shape) for sample in x]
+    return torch.stack(out).to(dtype=args[0].dtype, device=args[0].device)
+
+
 FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.LINEAR: _linear,
     Op.CONV: _conv,
@@ -371,4 +388,5 @@ FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.REDUCE_SUM: _reduce_sum,
     Op.EXPAND: lambda n, a: a[0].expand(a[0].shape[0], *n.attrs["shape"]),
     Op.CONSTANT: _constant,
+    Op.OPAQUE: _opaque,
 }

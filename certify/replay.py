@@ -67,7 +67,7 @@ class OnnxOracle:
 
             path = resolve(self.path)
             source: str | bytes = read_bytes(path) if is_gzipped(path) else os.fspath(path)
-            self._session = _session(source)
+            self._session = session(source)
         return self._session
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -78,18 +78,61 @@ class OnnxOracle:
             raise ModelError(self._error64)
         if self._session64 is None:
             try:
-                self._session64 = _session(float64_copy(_load_proto(self.path)).SerializeToString())
-            except _ort_errors() as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self._error64 = f"the float64 copy of {self.path} cannot run in onnxruntime: {first}"
+                copy = float64_copy(_load_proto(self.path))
+            except ort_errors() as exc:
+                self._error64 = f"no float64 copy of {self.path}: {_first_line(exc)}"
                 raise ModelError(self._error64) from exc
+            try:
+                self._session64 = session(copy.SerializeToString())
+            except ort_errors() as exc:  # e.g. no float64 Conv kernel: onnx's reference evaluator
+                log.info("the float64 copy of %s runs in onnx's reference evaluator: %s", self.path, _first_line(exc))
+                self._session64 = _ReferenceSession(copy)
         return self._session64
 
+    @property
+    def float64_runtime(self) -> str:
+        """Which program runs the float64 copy (once it has been opened)."""
+        return "onnx-reference" if isinstance(self._session64, _ReferenceSession) else "onnxruntime"
+
     def run_float64(self, x: np.ndarray) -> np.ndarray:
-        return _run(self._open64(), np.asarray(x, dtype=np.float64))
+        runner = self._open64()
+        try:
+            return _run(runner, np.asarray(x, dtype=np.float64))
+        except (*ort_errors(), NotImplementedError, RuntimeError, TypeError, IndexError, KeyError) as exc:
+            raise ModelError(f"the float64 copy of {self.path} failed to run: {_first_line(exc)}") from exc
 
 
-def _session(source: str | bytes) -> Any:
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    shape: list[int | str | None]
+
+
+class _ReferenceSession:
+    """``onnx.reference``'s evaluator behind the two calls :func:`_run` makes of an onnxruntime
+    session (for float64 copies with ops onnxruntime has no float64 kernel for)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        inits = {t.name for t in model.graph.initializer}
+        first = next(i for i in model.graph.input if i.name not in inits)
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in first.type.tensor_type.shape.dim]
+        self._input = _Input(first.name, dims)
+        self._evaluator = ReferenceEvaluator(model)
+
+    def get_inputs(self) -> list[_Input]:
+        return [self._input]
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._evaluator.run(names, feeds)
+
+
+def session(source: str | bytes) -> Any:
     """An onnxruntime CPU session (one thread) on a model file path or serialized model bytes."""
     import onnxruntime as ort
 
@@ -109,7 +152,7 @@ def _run(sess: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
-def _ort_errors() -> tuple[type[BaseException], ...]:
+def ort_errors() -> tuple[type[BaseException], ...]:
     """The exceptions onnxruntime raises for a model it cannot load or run (its own classes
     derive from ``Exception`` directly), and onnx's for a model it cannot read."""
     from google.protobuf.message import DecodeError
@@ -258,5 +301,6 @@ def _replay_float64(oracle: Oracle, problem: Problem, x: np.ndarray) -> Countere
         log.warning("%s: the box holds no float32 point and %s", name, exc)
         return None
     if problem.violation(y) <= 0.0:
-        return Counterexample(x=x64, y=y, replayed=True, precision="float64")
+        runtime = getattr(oracle, "float64_runtime", "onnxruntime")
+        return Counterexample(x=x64, y=y, replayed=True, precision="float64", runtime=runtime)
     return None

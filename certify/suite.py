@@ -540,8 +540,10 @@ def _run_task(task: Task, options: Any, cache: OrderedDict[str, Any]) -> dict[st
         return _error_record(f"internal error: {type(exc).__name__}: {exc}", time.monotonic() - start, exc,
                              net is not None)
     data = result.to_json()
+    opaque = net.is_opaque
     return {"status": data["status"], "seconds": time.monotonic() - start, "load_seconds": loaded,
-            "engine": data["engine"], "reason": data["reason"], "net_loaded": True,
+            "engine": data["engine"], "reason": data["reason"], "net_loaded": not opaque,
+            **({"opaque": True} if opaque else {}),
             "counterexample": _cex_record(data["counterexample"])}
 
 
@@ -549,7 +551,7 @@ def _cex_record(cex: dict[str, Any] | None) -> dict[str, Any] | None:
     """The counterexample fields a suite record keeps."""
     if cex is None:
         return None
-    return {k: cex[k] for k in ("x", "y", "replayed", "precision") if k in cex}
+    return {k: cex[k] for k in ("x", "y", "replayed", "precision", "runtime") if k in cex}
 
 
 def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> list[dict[str, Any] | None]:
@@ -594,7 +596,7 @@ def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> lis
                     "reason": "", "net_loaded": True, "counterexample": {
                         "x": np.asarray(cex.x, dtype=np.float64).reshape(-1).tolist(),
                         "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
-                        "replayed": True, "precision": cex.precision}})
+                        "replayed": True, "precision": cex.precision, "runtime": cex.runtime}})
     return out
 
 

@@ -22,13 +22,16 @@ class Counterexample:
     ``replayed`` is True once onnxruntime reproduced the violation on the original model;
     ``precision`` says in which precision it was replayed: ``"float32"`` (the model's own, the
     rule) or ``"float64"`` (a float64 copy of the model, only for boxes that hold no float32
-    point, see :mod:`certify.replay`).
+    point, see :mod:`certify.replay`); ``runtime`` which program ran it: ``"onnxruntime"``, or
+    ``"onnx-reference"`` (onnx's reference evaluator, for float64 copies using ops onnxruntime
+    has no float64 kernel for).
     """
 
     x: np.ndarray
     y: np.ndarray
     replayed: bool = False
     precision: str = "float32"
+    runtime: str = "onnxruntime"
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -79,17 +79,33 @@ def test_truncated_onnx(small_model: Path, tmp_path: Path, capsys: pytest.Captur
     assert_one_line_error(err, "truncated.onnx")
 
 
-def test_unsupported_op(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unsupported_op_runs_whole_and_never_proves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model certify cannot convert is run whole in onnxruntime: a counterexample is found and
+    replayed, a property that holds stays UNKNOWN with the op and node named."""
     model = onnx_helper_model([helper.make_node("Erf", ["x"], ["y"], name="the_erf")], {"x": [1, 2]},
                               {"y": [1, 2]})
     path = save(model, tmp_path / "erf.onnx")
+    violated = box_vnnlib(tmp_path / "v.vnnlib", 2, -1, 1, "(assert (<= Y_0 Y_1))\n")
+    code, out, err = run(capsys, "check", str(path), str(violated), "--timeout", "10")
+    assert code == 1 and out.startswith("VIOLATED  (sample") and "replayed in onnxruntime: yes" in out
+    holds = box_vnnlib(tmp_path / "h.vnnlib", 2, -1, 1, "(assert (>= Y_0 1.5))\n")  # erf < 1
+    code, out, err = run(capsys, "check", str(path), str(holds), "--timeout", "3")
+    assert code == 3 and out.startswith("UNKNOWN") and "'Erf' at node 'the_erf'" in out
+    assert "Traceback" not in err
+    code, out, _ = run(capsys, "engines", "--ops", str(path))
+    assert code == 0 and "not converted (unsupported ONNX op 'Erf' at node 'the_erf'" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert "missing opaque" in rows["crown"] and "all" in rows["sample"].split()
+
+
+def test_op_neither_certify_nor_onnxruntime_runs_is_an_error(tmp_path: Path, capsys) -> None:
+    model = onnx_helper_model([helper.make_node("Frobnicate", ["x"], ["y"], name="odd", domain="com.example")],
+                              {"x": [1, 2]}, {"y": [1, 2]})
+    path = save(model, tmp_path / "odd.onnx")
     spec = box_vnnlib(tmp_path / "p.vnnlib", 2, -1, 1, "(assert (<= Y_0 Y_1))\n")
     code, _, err = run(capsys, "check", str(path), str(spec))
     assert code == 2
-    assert_one_line_error(err, "Erf", "the_erf")
-    code, _, err = run(capsys, "engines", "--ops", str(path))
-    assert code == 2
-    assert_one_line_error(err, "Erf")
+    assert_one_line_error(err, "Frobnicate", "odd")
 
 
 def test_vnnlib_syntax_error(small_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -196,20 +196,38 @@ def test_oracle_without_float64_gives_no_counterexample(tmp_path: Path) -> None:
     assert replay(Float32Only(), inst.problem, np.array([0.1, 0.0, 0.0])) is None
 
 
-def test_float64_copy_that_cannot_load_is_unknown_not_an_error(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
-    # onnxruntime has no double kernel for Conv: the copy fails to load, the replay says so
+def _conv_identity(tmp_path: Path) -> tuple[Path, Problem]:
+    """A 1x1 Conv with weight 1 (``y = x``), a box fixing x0 to 0.1, unsafe ``y0 <= 1``."""
     conv = helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 1])
     flat = helper.make_node("Flatten", ["c"], ["y"])
     model = onnx_helper_model([conv, flat], {"x": [1, 1, 1, 2]}, {"y": [1, 2]},
                               {"w": np.ones((1, 1, 1, 1))})
     path = save(model, tmp_path / "conv.onnx")
-    oracle = OnnxOracle(path)
     problem = Problem(load_onnx(path), Box(np.array([[[0.1, -1.0]]]), np.array([[[0.1, 1.0]]])),
                       (HalfSpaces(np.array([[1.0, 0.0]]), np.array([1.0])),))
+    return path, problem
+
+
+def test_float64_copy_onnxruntime_cannot_run_replays_in_the_reference_evaluator(tmp_path: Path) -> None:
+    # onnxruntime has no double kernel for Conv: onnx's reference evaluator runs the copy
+    path, problem = _conv_identity(tmp_path)
+    cex = replay(OnnxOracle(path), problem, np.array([0.1, 0.0]))
+    assert cex is not None and cex.precision == "float64" and cex.runtime == "onnx-reference"
+    assert cex.y[0] == pytest.approx(0.1, abs=1e-15)  # float64 arithmetic: 0.1 exactly as given
+
+
+def test_float64_copy_that_nothing_can_run_is_unknown_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from certify import replay as replay_module
+
+    def fail(self: object, names: object, feeds: object) -> None:
+        raise NotImplementedError("no kernel")
+
+    monkeypatch.setattr(replay_module._ReferenceSession, "run", fail)
+    path, problem = _conv_identity(tmp_path)
     with caplog.at_level("WARNING"):
-        assert replay(oracle, problem, np.array([0.1, 0.0])) is None
-    assert any("float64 copy" in r.getMessage() and "Conv" in r.getMessage() for r in caplog.records)
+        assert replay(OnnxOracle(path), problem, np.array([0.1, 0.0])) is None
+    assert any("float64 copy" in r.getMessage() and "no kernel" in r.getMessage() for r in caplog.records)
 
 
 def edge_bias_model(path: Path) -> Path:

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if cex_path is not None:
             np.savez(cex_path, x=np.asarray(cex.x), y=y)
             out.write(f"counterexample ({x.size} inputs) written to {cex_path}\n")
-        out.write(f"counterexample replayed in onnxruntime: {_replayed_words(cex)}\n")
+        runtime = "onnx's reference evaluator" if cex.runtime == "onnx-reference" else "onnxruntime"
+        out.write(f"counterexample replayed in {runtime}: {_replayed_words(cex)}\n")
     if args.json_out:
         from certify import __version__
 

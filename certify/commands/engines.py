@@ -23,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
         from certify.api import load_model
 
         net = load_model(args.ops)
-        sys.stdout.write(f"{args.ops}: ops {', '.join(sorted(op.value for op in net.ops()))}\n\n")
+        if net.is_opaque:
+            reason = next(n.attrs["reason"] for n in net.nodes if n.op.value == "opaque")
+            sys.stdout.write(f"{args.ops}: not converted ({reason}); it runs whole in onnxruntime\n\n")
+        else:
+            sys.stdout.write(f"{args.ops}: ops {', '.join(sorted(op.value for op in net.ops()))}\n\n")
     rows = [("engine", "available", "proves", "falsifies", "complete", "model ops" if net else "", "summary")]
     for name, entry in ENGINES.items():
         try:

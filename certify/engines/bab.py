@@ -20,14 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from certify.bab.common import ENGINE, BaBOptions
+from certify.bounds import CROWN_RULES, IBP_RULES
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
 from certify.network import AFFINE_OPS, Op
 from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Verdict
 
-#: Ops CROWN has rules for (input mode takes any of them).
-ALL_OPS = frozenset(op.value for op in Op)
+#: Ops CROWN and interval arithmetic have rules for (input mode takes any of them).
+ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | {Op.INPUT.value}
 
 
 #: Ops ReLU splitting takes: its leaves are decided by an LP that reads every other op as exact,

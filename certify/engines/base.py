@@ -53,6 +53,9 @@ class Engine(Protocol):
 def supports_ops(engine_name: str, ops: frozenset[str], problem: Problem) -> Support:
     """Shared helper: a problem is supported when every op of its network is in ``ops``."""
     missing = sorted(op.value for op in problem.network.ops() if op.value not in ops)
+    if "opaque" in missing:  # a model that was not converted: say why
+        reason = next(n.attrs.get("reason", "") for n in problem.network.nodes if n.op.value == "opaque")
+        return Support(False, f"{engine_name} needs a converted model ({reason})")
     if missing:
         return Support(False, f"{engine_name} has no rule for op(s) {', '.join(missing)}")
     return Support(True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from certify.bounds import AlphaOptions, alpha_crown_objective, crown_bounds, crown_objective, ibp, \
-    ibp_objective, input_bounds
+from certify.bounds import CROWN_RULES, IBP_RULES, AlphaOptions, alpha_crown_objective, crown_bounds, crown_objective, \
+    ibp, ibp_objective, input_bounds
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
 from certify.engines.spec_matrix import SpecMatrix
 from certify.network import Op
@@ -23,7 +23,8 @@ from certify.numeric import guarded
 from certify.problem import Problem
 from certify.verdict import Status, Verdict, unknown
 
-ALL_OPS = frozenset(op.value for op in Op)
+#: The ops every bound method has rules for (interval and CROWN tables).
+ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | {Op.INPUT.value}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,13 @@ from typing import Any
 from certify.engines.base import Budget, Capabilities, Support, supports_ops
 from certify.fuzz.batch import fuzz_many
 from certify.fuzz.options import FuzzOptions
-from certify.network import FORWARD
+from certify.network import FORWARD, Op
 from certify.problem import Problem
 from certify.verdict import Verdict
 
-#: The fuzzer only runs the network forward (and autograd backward): every op FORWARD knows.
-FUZZ_OPS = frozenset(op.value for op in FORWARD) | {"input"}
+#: The fuzzer only runs the network forward and autograd backward: every op FORWARD knows but
+#: an opaque model (no gradient; the ``sample`` engine takes those).
+FUZZ_OPS = frozenset(op.value for op in FORWARD if op is not Op.OPAQUE) | {"input"}
 
 
 class FuzzEngine:

@@ -22,6 +22,8 @@ class EngineEntry:
 ENGINES: dict[str, EngineEntry] = {e.name: e for e in (
     EngineEntry("fuzz", "certify.engines.fuzz:make_engine",
                 "batched falsifier: random, corner and PGD search on the property margin"),
+    EngineEntry("sample", "certify.engines.sample:make_engine",
+                "black-box search in onnxruntime, for models certify could not convert"),
     EngineEntry("ibp", "certify.engines.registry:_ibp", "interval bound propagation (incomplete)"),
     EngineEntry("crown", "certify.engines.registry:_crown", "CROWN linear bound propagation (incomplete)"),
     EngineEntry("alpha-crown", "certify.engines.registry:_alpha_crown",
