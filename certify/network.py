@@ -355,6 +355,16 @@ def _opaque(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(out).to(dtype=args[0].dtype, device=args[0].device)
 
 
+def _straight_through(op: Op) -> Callable[[Node, list[torch.Tensor]], torch.Tensor]:
+    """``op``'s exact values with the identity's gradient: ``f(x)`` plus ``x - x`` (zero, but
+    with gradient one) for the steps of sign and floor, whose true gradient is zero."""
+    def run(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
+        x = args[0]
+        return FORWARD[op](node, [x.detach()]) + (x - x.detach())
+
+    return run
+
+
 FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.LINEAR: _linear,
     Op.CONV: _conv,
@@ -389,4 +399,12 @@ FORWARD: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
     Op.EXPAND: lambda n, a: a[0].expand(a[0].shape[0], *n.attrs["shape"]),
     Op.CONSTANT: _constant,
     Op.OPAQUE: _opaque,
+}
+
+#: For searches that follow gradients (the fuzzer): ops whose gradient is zero almost everywhere
+#: get the identity's instead, with their values unchanged (a straight-through estimate).
+#: Only a search heuristic: every point found is checked on the exact semantics.
+GRADIENT_SURROGATES: dict[Op, Callable[[Node, list[torch.Tensor]], torch.Tensor]] = {
+    Op.SIGN: _straight_through(Op.SIGN),
+    Op.FLOOR: _straight_through(Op.FLOOR),
 }

@@ -3,7 +3,8 @@ contiguous blocks of ``L``, block ``g`` running network ``g``.
 
 Parameter-free ops run on the whole batch at once; ``linear`` and ``affine`` use batched
 matrix products / broadcasting over stacked parameters; any other op with parameters
-(``conv``) runs block by block.  With ``G = 1`` this is the plain forward pass.
+(``conv``) runs block by block.  With ``G = 1`` this is the plain forward pass.  Sign and
+floor pass gradients straight through (:data:`certify.network.GRADIENT_SURROGATES`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from certify.network import FORWARD, Network, Node, Op
+from certify.network import FORWARD, GRADIENT_SURROGATES, Network, Node, Op
 
 
 def structure_key(network: Network) -> Hashable:
@@ -76,7 +77,8 @@ class StackedNetwork:
 
     def _apply(self, i: int, node: Node, args: list[torch.Tensor]) -> torch.Tensor:
         if not node.params or self.G == 1:
-            return FORWARD[node.op](self.networks[0].nodes[i] if node.params else node, args)
+            rule = GRADIENT_SURROGATES.get(node.op, FORWARD[node.op])  # same values, useful gradients
+            return rule(self.networks[0].nodes[i] if node.params else node, args)
         G, x = self.G, args[0]
         p = self.params[i]
         if node.op is Op.LINEAR:
