@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.bab import make_engine
 from certify.io.onnx import load_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems

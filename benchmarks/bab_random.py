@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from certify.budget import Budget  # noqa: E402
 from certify.engines.bab import make_engine  # noqa: E402
-from certify.engines.base import Budget  # noqa: E402
 from certify.verdict import Status  # noqa: E402
 from tests.engines.test_bab import assert_counterexample, problems  # noqa: E402
 

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import torch
 
-from certify.bounds import AlphaOptions, alpha_crown_objective, crown_bounds, crown_objective, ibp, \
-    ibp_objective, input_bounds
+from certify.bounds import (
+    AlphaOptions,
+    alpha_crown_objective,
+    crown_bounds,
+    crown_objective,
+    ibp,
+    ibp_objective,
+    input_bounds,
+)
 from certify.io.onnx import load_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems
 

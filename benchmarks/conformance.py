@@ -43,7 +43,7 @@ def run_case(seed: int, names: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from certify.engines.base import Budget
+    from certify.budget import Budget
     from certify.engines.registry import make_engine
     from tests.conformance.problems import forward, random_case
 

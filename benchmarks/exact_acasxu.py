@@ -52,7 +52,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from certify.engines.base import Budget
+    from certify.budget import Budget
     from certify.engines.registry import make_engine
     from certify.io.onnx import load_onnx
     from certify.io.vnnlib import parse_vnnlib, to_problems

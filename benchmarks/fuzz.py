@@ -23,8 +23,8 @@ first network at the same batch size (median ratio of back-to-back window pairs)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import math
 import statistics
 import sys
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.fuzz import BatchFuzzer, FuzzOptions, FuzzStats, fuzz_grouped
 from certify.fuzz.group import group_by_structure
-from certify.fuzz.stack import StackedNetwork
 from certify.fuzz.objective import LaneObjective, Objective
+from certify.fuzz.stack import StackedNetwork
 from certify.io.onnx import load_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems
 from certify.network import Network

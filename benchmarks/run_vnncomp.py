@@ -37,8 +37,7 @@ from typing import Any
 
 from certify.commands.suite import Progress
 from certify.errors import CertifyError
-from certify.suite import (ResultsStore, SuiteOptions, format_summary, read_instances, run_suite,
-                           write_vnncomp_csv)
+from certify.suite import ResultsStore, SuiteOptions, format_summary, read_instances, run_suite, write_vnncomp_csv
 
 #: expected.csv words -> the suite's status they agree with.
 EXPECTED_STATUS = {"sat": "violated", "unsat": "holds", "violated": "violated", "holds": "holds"}

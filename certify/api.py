@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.errors import SpecError
 from certify.instance import Instance
 from certify.io.files import is_gzipped, plain_name, resolve
@@ -24,7 +24,6 @@ from certify.network import Network
 from certify.portfolio import Preset, load_preset, run_portfolio, single_engine
 from certify.replay import OnnxOracle
 from certify.verdict import Counterexample, Status, Verdict
-
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def load_model(path: str | os.PathLike[str]) -> Network:
     from certify.io.files import plain_name, read_bytes
     from certify.io.onnx import load_onnx
     from certify.io.onnx.opaque import opaque_network
-    from certify.replay import ort_errors
+    from certify.io.runtime import ort_errors
 
     try:
         return load_onnx(path)

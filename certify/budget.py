@@ -1,9 +1,8 @@
 """The shared time budget: one wall-clock deadline, and the device to compute on.
 
 Every long loop (bound passes, optimiser iterations, branch-and-bound batches, solver calls)
-calls :meth:`Budget.check` (or reads :attr:`Budget.expired`) so that ``certify check
---timeout T`` answers by ``T``: :meth:`~Budget.check` raises :class:`OutOfTime`, which the
-engine that started the work turns into an UNKNOWN verdict ("timeout").
+reads :attr:`Budget.expired` (or :attr:`~Budget.remaining`) and stops with the sound result it
+has, so that ``certify check --timeout T`` answers by ``T``.
 """
 
 from __future__ import annotations
@@ -12,10 +11,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-
-
-class OutOfTime(Exception):
-    """The budget's deadline passed inside a computation (not an error: engines answer UNKNOWN)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +35,6 @@ class Budget:
     @property
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline
-
-    def check(self) -> None:
-        """Raise :class:`OutOfTime` once the deadline has passed."""
-        if time.monotonic() >= self.deadline:
-            raise OutOfTime
 
     def share(self, fraction: float) -> Budget:
         """A budget ending after ``fraction`` of the remaining time."""

@@ -19,6 +19,7 @@ model where the box holds no float32 point (see :mod:`certify.replay`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,13 +28,14 @@ from typing import Any
 
 import yaml
 
-from certify.engines.base import Budget
+from certify.budget import Budget
+from certify.engines.base import Engine
 from certify.engines.registry import ENGINES, EngineEntry, make_engine
 from certify.errors import UsageError
 from certify.instance import Instance
 from certify.numeric import vouch
 from certify.problem import Problem
-from certify.replay import holds_float32_point, replay
+from certify.replay import replay
 from certify.verdict import Status, Verdict, unknown
 
 log = logging.getLogger(__name__)
@@ -87,22 +89,42 @@ def load_preset(name_or_path: str | Path) -> Preset:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
         raise UsageError(f"{path}: a preset needs a non-empty 'stages' list")
-    stages = []
-    for k, s in enumerate(data["stages"]):
-        if not isinstance(s, dict) or "engine" not in s:
-            raise UsageError(f"{path}: stages[{k}] needs an 'engine'")
-        unknown_keys = set(s) - {"engine", "share", "options", "max_seconds"}
-        if unknown_keys:
-            raise UsageError(f"{path}: stages[{k}]: unknown field(s) {sorted(unknown_keys)}")
-        share = s.get("share")
-        if share is not None and not (0 < float(share) <= 1):
-            raise UsageError(f"{path}: stages[{k}].share must be in (0, 1]")
-        cap = s.get("max_seconds")
-        if cap is not None and not float(cap) > 0:
-            raise UsageError(f"{path}: stages[{k}].max_seconds must be > 0")
-        stages.append(Stage(str(s["engine"]), None if share is None else float(share), dict(s.get("options") or {}),
-                            None if cap is None else float(cap)))
-    return Preset(str(data.get("name", path.stem)), tuple(stages), str(data.get("description", "")))
+    stages = tuple(_stage(path, k, s) for k, s in enumerate(data["stages"]))
+    return Preset(str(data.get("name", path.stem)), stages, str(data.get("description", "")))
+
+
+def _stage(path: Path, k: int, s: Any) -> Stage:
+    """Stage ``k`` of the preset at ``path``, checked now: its fields, and its engine's options
+    against that engine's option type (so a bad option fails when the preset loads, with one
+    line, not when the stage runs)."""
+    where = f"{path}: stages[{k}]"
+    if not isinstance(s, dict) or "engine" not in s:
+        raise UsageError(f"{where} needs an 'engine'")
+    unknown_keys = set(s) - {"engine", "share", "options", "max_seconds"}
+    if unknown_keys:
+        raise UsageError(f"{where}: unknown field(s) {sorted(unknown_keys)}")
+    share, cap = _number(s.get("share"), f"{where}.share"), _number(s.get("max_seconds"), f"{where}.max_seconds")
+    if share is not None and not 0 < share <= 1:
+        raise UsageError(f"{where}.share must be in (0, 1]")
+    if cap is not None and not cap > 0:
+        raise UsageError(f"{where}.max_seconds must be > 0")
+    options = s.get("options") or {}
+    if not isinstance(options, dict):
+        raise UsageError(f"{where}.options must be a mapping of option names to values")
+    engine = str(s["engine"])
+    try:
+        make_engine(engine, options)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    return Stage(engine, share, dict(options), cap)
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{where} must be a finite number, not {value!r}")
+    return float(value)
 
 
 def single_engine(name: str, options: Mapping[str, Any] | None = None) -> Preset:
@@ -129,6 +151,7 @@ def run_portfolio(instance: Instance, preset: Preset, budget: Budget,
             reasons.append(f"{stage.engine}: {sup.reason}")
             continue
         verdict = vouch(problem, engine.check(problem, stage.budget(budget, last=k == len(preset.stages) - 1)))
+        verdict = _within_capabilities(engine, verdict)
         if verdict.status is Status.HOLDS:
             return verdict.with_time(time.monotonic() - start)
         if verdict.status is Status.VIOLATED:
@@ -145,6 +168,20 @@ def run_portfolio(instance: Instance, preset: Preset, budget: Budget,
     return unknown(preset.name, "; ".join(reasons) or "no stage ran", time.monotonic() - start)
 
 
+def _within_capabilities(engine: Engine, verdict: Verdict) -> Verdict:
+    """``verdict``, unless it claims what the engine declared it cannot conclude: a HOLDS from an
+    engine that does not prove or a VIOLATED from one that does not falsify becomes UNKNOWN,
+    logged as a bug."""
+    caps = engine.capabilities
+    if (verdict.status is Status.HOLDS and not caps.proves) or (verdict.status is Status.VIOLATED
+                                                              and not caps.falsifies):
+        log.error("BUG: engine %s answered %s, which it declares it cannot", engine.name, verdict.status.value)
+        return replace(verdict, status=Status.UNKNOWN, counterexample=None, certificate=None,
+                       reason=f"{engine.name} answered {verdict.status.value} against its declared capabilities "
+                              f"(logged as a bug)")
+    return verdict
+
+
 def _replayed(instance: Instance, verdict: Verdict) -> Verdict | None:
     cex = verdict.counterexample
     if cex is None:
@@ -153,7 +190,7 @@ def _replayed(instance: Instance, verdict: Verdict) -> Verdict | None:
     # Always replay here, even if the engine says it did: the portfolio is the last gate.
     checked = replay(instance.oracle, instance.problem, cex.x)
     if checked is None:
-        if instance.exact and holds_float32_point(instance.problem.box):
+        if instance.exact and instance.problem.box.holds_float32_point:
             log.error("BUG: counterexample from %s for %s does not replay in onnxruntime",
                       verdict.engine, instance.problem.name or "problem")
         elif instance.exact:  # the float64 copy may not load (no double kernel): replay logged why
@@ -167,6 +204,6 @@ def _replayed(instance: Instance, verdict: Verdict) -> Verdict | None:
 def _replay_note(problem: Problem) -> str:
     """How a failed replay ran: on the model itself (a bug), or on its float64 copy (the box
     holds no float32 point; the copy may also fail to load, which is logged, not a bug)."""
-    if holds_float32_point(problem.box):
+    if problem.box.holds_float32_point:
         return " (logged as a bug)"
     return " (float64 copy: the box holds no float32 point; logged)"

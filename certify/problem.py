@@ -44,6 +44,41 @@ class Box:
         x = np.asarray(x).reshape(self.lower.shape)
         return bool(np.all(x >= self.lower - tol) and np.all(x <= self.upper + tol))
 
+    @property
+    def holds_float32_point(self) -> bool:
+        """Whether some float32 input lies inside: every coordinate's interval contains a float32
+        value.  False when, e.g., an input is fixed to 0.1 exactly (``lower == upper``)."""
+        lo = np.asarray(self.lower, dtype=np.float64)
+        hi = np.asarray(self.upper, dtype=np.float64)
+        lo32 = lo.astype(np.float32)
+        lo32 = np.where(lo32.astype(np.float64) < lo, np.nextafter(lo32, np.float32(np.inf)), lo32)
+        return bool(np.all(lo32.astype(np.float64) <= hi))
+
+    def snap_float32(self, x: np.ndarray) -> np.ndarray:
+        """``x`` clipped into the box as float32 values that really lie inside it (where it has
+        them: see :attr:`holds_float32_point`)."""
+        lo, hi = self.lower.astype(np.float64), self.upper.astype(np.float64)
+        x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(lo.shape), lo, hi).astype(np.float32)
+        # Rounding to float32 may step just outside the box: move one ulp inward where it did.
+        below = x32.astype(np.float64) < lo
+        x32 = np.where(below, np.nextafter(x32, np.float32(np.inf)), x32)
+        above = x32.astype(np.float64) > hi
+        return np.where(above, np.nextafter(x32, np.float32(-np.inf)), x32)
+
+    def clip(self, x: np.ndarray) -> np.ndarray:
+        """``x`` clipped into the box in float64 (box shape): inside it exactly."""
+        lo, hi = self.lower.astype(np.float64), self.upper.astype(np.float64)
+        return np.clip(np.asarray(x, dtype=np.float64).reshape(lo.shape), lo, hi)
+
+    def candidate(self, x: np.ndarray) -> np.ndarray | None:
+        """The input a counterexample near ``x`` is replayed on: snapped to float32 inside the box
+        where the box has float32 points (None if rounding cannot stay inside), else ``x``
+        clipped into the box in float64 (see :mod:`certify.replay`)."""
+        if not self.holds_float32_point:
+            return self.clip(x)
+        x32 = self.snap_float32(x)
+        return x32 if self.contains(x32.astype(np.float64)) else None
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class HalfSpaces:

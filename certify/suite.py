@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 #: Statuses of a suite record (an instance that could not run at all is an ``error``).
 STATUSES: tuple[str, ...] = ("holds", "violated", "unknown", "error")
 
-#: VNN-COMP 2021 result words for the results CSV (``unknown`` is ``timeout`` when time ran out).
-VNNCOMP_WORDS: dict[str, str] = {"holds": "holds", "violated": "violated", "unknown": "unknown",
-                                 "error": "error"}
-
 #: Reason recorded when the hard wall-clock guard kills a worker.
 KILLED_REASON = "timeout (worker killed)"
 
@@ -397,7 +393,7 @@ def vnncomp_result(record: dict[str, Any]) -> str:
     if status == "unknown" and ("timeout" in str(record.get("reason", "")).lower()
                                 or float(record["seconds"]) >= 0.99 * float(record["timeout"])):
         return "timeout"
-    return VNNCOMP_WORDS[status]
+    return str(status)
 
 
 def write_vnncomp_csv(records: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -559,7 +555,7 @@ def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> lis
     import numpy as np
 
     from certify.api import load_instances
-    from certify.engines.base import Budget
+    from certify.budget import Budget
     from certify.fuzz import FuzzOptions, fuzz_instances
     from certify.replay import replay
     from certify.verdict import Status
@@ -598,13 +594,6 @@ def _run_fuzz(task: FuzzTask, options: Any, cache: OrderedDict[str, Any]) -> lis
                         "y": np.asarray(cex.y, dtype=np.float64).reshape(-1).tolist(),
                         "replayed": True, "precision": cex.precision, "runtime": cex.runtime}})
     return out
-
-
-def fuzz_first_available() -> bool:
-    """Whether the batched falsifier (``certify.fuzz.fuzz_instances``) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("certify.fuzz") is not None
 
 
 # ----------------------------------------------------------------------------- the parent side

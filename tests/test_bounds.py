@@ -12,8 +12,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certify.bounds import (AlphaOptions, Bounds, alpha_crown_objective, crown_bounds, crown_objective, ibp,
-                            ibp_objective)
+from certify.bounds import (
+    AlphaOptions,
+    Bounds,
+    alpha_crown_objective,
+    crown_bounds,
+    crown_objective,
+    ibp,
+    ibp_objective,
+)
 from certify.network import Network, Node, Op
 
 ACTS = [Op.RELU, Op.SIGMOID, Op.TANH]

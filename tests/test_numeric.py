@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from certify.cli import main
-from certify.engines.spec_matrix import SpecMatrix
 from certify.numeric import SAFE_MAGNITUDE, proof_range, vouch
 from certify.problem import Box, HalfSpaces, Problem
+from certify.spec_matrix import SpecMatrix
 from certify.verdict import Status, Verdict
 from tests.conformance.problems import relu_network
 from tests.test_cli import assert_one_line_error, run

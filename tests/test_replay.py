@@ -19,14 +19,16 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from certify.budget import Budget
 from certify.cli import main
-from certify.engines.base import Budget, Capabilities, Support
+from certify.engines.base import Capabilities, Support
 from certify.engines.registry import EngineEntry, register
 from certify.instance import Instance
 from certify.io.onnx import load_onnx
+from certify.io.runtime import float64_copy
 from certify.portfolio import Preset, Stage, run_portfolio
 from certify.problem import Box, HalfSpaces, Problem
-from certify.replay import OnnxOracle, float64_copy, holds_float32_point, replay
+from certify.replay import OnnxOracle, replay
 from certify.verdict import Counterexample, Status, Verdict
 from tests.zoo import onnx_helper_model, save
 
@@ -60,13 +62,13 @@ def check_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dic
 
 def test_box_without_float32_point_is_recognized() -> None:
     fixed = Box(np.array([0.1, -1.0]), np.array([0.1, 1.0]))
-    assert not holds_float32_point(fixed)
-    assert holds_float32_point(Box(np.array([0.5, -1.0]), np.array([0.5, 1.0])))  # 0.5 is a float32
-    assert holds_float32_point(Box(np.array([0.1, -1.0]), np.array([0.1000001, 1.0])))
+    assert not fixed.holds_float32_point
+    assert Box(np.array([0.5, -1.0]), np.array([0.5, 1.0])).holds_float32_point  # 0.5 is a float32
+    assert Box(np.array([0.1, -1.0]), np.array([0.1000001, 1.0])).holds_float32_point
     below, above = np.nextafter(np.float32(0.1), np.float32(0)), np.float32(0.1)
     assert float(below) < 0.1 < float(above)
     # just inside the gap between two neighbouring float32 values: no point
-    assert not holds_float32_point(Box(np.array([float(below) + 1e-12]), np.array([float(above) - 1e-12])))
+    assert not Box(np.array([float(below) + 1e-12]), np.array([float(above) - 1e-12])).holds_float32_point
 
 
 def test_float64_copy_computes_in_float64(tmp_path: Path) -> None:
@@ -218,12 +220,12 @@ def test_float64_copy_onnxruntime_cannot_run_replays_in_the_reference_evaluator(
 
 def test_float64_copy_that_nothing_can_run_is_unknown_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    from certify import replay as replay_module
+    from certify.io import runtime
 
     def fail(self: object, names: object, feeds: object) -> None:
         raise NotImplementedError("no kernel")
 
-    monkeypatch.setattr(replay_module._ReferenceSession, "run", fail)
+    monkeypatch.setattr(runtime.ReferenceSession, "run", fail)
     path, problem = _conv_identity(tmp_path)
     with caplog.at_level("WARNING"):
         assert replay(OnnxOracle(path), problem, np.array([0.1, 0.0])) is None

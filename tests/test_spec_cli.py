@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
-
-from certify.lower import SIGMA_PIECES
 import torch
 
 from certify.cli import main
@@ -17,7 +15,7 @@ from certify.io.onnx_writer import network_to_onnx, save_onnx
 from certify.io.vnnlib import parse_vnnlib, to_problems
 from certify.io.vnnlib_writer import problem_to_vnnlib
 from certify.io.yaml import load_spec
-from certify.lower import lower_document
+from certify.lower import SIGMA_PIECES, lower_document
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

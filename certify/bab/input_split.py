@@ -7,17 +7,18 @@ float64); their children inherit those bounds, so one tightening serves a whole 
 4_7 prop_1: proved with under 1,000 sub-boxes in about 15 s, where plain CROWN left 7,000 of
 112,000 open after 200 s).
 
-Sub-boxes still unproved at depth ``relu_depth`` (12) with few unstable ReLUs are handed to
+Sub-boxes still unproved at depth ``hand_over.depth`` (12) with few unstable ReLUs are handed to
 ReLU splitting (beta-CROWN) inside each box, many boxes per batch
 (:func:`certify.bab.relu_split.split_boxes`); boxes it does not settle within a few dozen
 domains come back and are handed again a few depths further down.  ACAS Xu's prop_2 on 3_3
 and 4_2 needed this: their open sub-boxes crowd a thin slab where the property holds by
 about 0.003, which halving boxes approaches very slowly and one or two ReLU splits settle.
 
-A domain is proved when every unsafe disjunct has a row whose lower bound is positive.  The
-minimizers of the linear bounds (box corners chosen by the signs of the input coefficients)
-and the box centres are tried as counterexamples in the same pass.  Unproved domains are cut
-in two along the dimension with the largest ``|A_i| * width_i`` ("smart" branching).
+Each round (:class:`_Search`) bounds a batch of sub-boxes, prunes the proved ones, hands the
+deep hard ones over, tries counterexamples (the minimizers of the linear bounds, box corners
+chosen by the signs of the input coefficients, and the centres; now and then a short fuzz of
+the whole box; a short PGD in the most promising boxes) and cuts the rest in two along the
+dimension with the largest ``|A_i| * width_i`` ("smart" branching).
 
 Sound for any network CROWN supports; complete for piecewise-linear networks (small enough
 boxes make every ReLU stable, where CROWN is exact).  Disjuncts proved on a domain stay
@@ -26,21 +27,32 @@ proved on its children.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from certify.bab.common import (BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, pgd_points,
-                                 undecided, violated)
-from certify.bounds import (RELAXED_OPS, AlphaOptions, Bounds, alpha_crown_bounds, alpha_crown_objective, crown_bounds,
-                            crown_objective, ibp, ibp_objective)
+from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, violated
+from certify.bab.domains import BoxDomains, Pool
+from certify.bab.options import BaBOptions
+from certify.bounds import (
+    RELAXED_OPS,
+    AlphaOptions,
+    Bounds,
+    alpha_crown_bounds,
+    alpha_crown_objective,
+    crown_bounds,
+    crown_objective,
+    ibp,
+    ibp_objective,
+)
 from certify.budget import Budget
-from certify.engines.spec_matrix import SpecMatrix
+from certify.falsify import Falsifier, pgd
 from certify.network import Network
 from certify.problem import Problem
+from certify.spec_matrix import SpecMatrix
 from certify.verdict import Counterexample, Status, Verdict
 
 log = logging.getLogger(__name__)
@@ -54,46 +66,6 @@ MIN_RELATIVE_WIDTH = 1e-10
 MAX_WIDTH_RATIO = 64.0
 #: Domains per batch that get a short PGD attack (the ones with the worst lower bound).
 PGD_DOMAINS = 32
-#: ReLU-splitting options for sub-boxes handed over (see :func:`_relu_phase`): lighter than
-#: ReLU mode's defaults, since a handed box is small (ACAS Xu 3_3 prop_2, six open boxes at depth
-#: 13-14 one at a time: all proved in 1.8 s with these, 3.5 s for six others with the defaults;
-#: without tightening the intermediate bounds two of six stayed open after 5 s), and wider
-#: batches, since many boxes share them.
-HANDED_BOX_OPTIONS = {"intermediate_alpha_iterations": 5, "alpha_iterations": 10, "beta_iterations": 10,
-                      "relu_batch_size": 256}
-
-
-class _Pool:
-    """Open sub-boxes as stacked tensors (one row per domain, same fields for all).
-
-    Best-first (lowest ``key``, the parent's worst open margin) below half the cap, depth
-    first (newest first) above it.
-    """
-
-    def __init__(self, fields: dict[str, torch.Tensor], cap: int) -> None:
-        self.fields = fields
-        self.cap = cap
-
-    def __len__(self) -> int:
-        return self.fields["key"].shape[0]
-
-    def pop(self, size: int) -> dict[str, torch.Tensor]:
-        n = len(self)
-        size = min(size, n)
-        key = self.fields["key"]
-        if n > self.cap // 2:  # depth first: the newest domains, slices without copies
-            out = {k: v[n - size:] for k, v in self.fields.items()}
-            self.fields = {k: v[:n - size] for k, v in self.fields.items()}
-            return out
-        idx = torch.topk(key, size, largest=False).indices
-        keep = torch.ones(n, dtype=torch.bool, device=key.device)
-        keep[idx] = False
-        out = {k: v[idx] for k, v in self.fields.items()}
-        self.fields = {k: v[keep] for k, v in self.fields.items()}
-        return out
-
-    def push(self, fields: dict[str, torch.Tensor]) -> None:
-        self.fields = {k: torch.cat([v, fields[k]]) for k, v in self.fields.items()}
 
 
 def relaxed_inputs(net: Network) -> list[str]:
@@ -103,17 +75,42 @@ def relaxed_inputs(net: Network) -> list[str]:
     return [n.name for n in net.nodes[1:] if any(ops[u] in RELAXED_OPS for u in users[n.name])]
 
 
-def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tensor | None,
-               refresh: bool, method: str = "crown", tighten: AlphaOptions | None = None,
+@dataclass(frozen=True, slots=True)
+class Bounding:
+    """How a batch of sub-boxes is bounded: intermediate bounds recomputed by ``method``
+    (``crown`` or ``forward``) when ``refresh``, else interval bounds intersected with the
+    inherited ones; then tightened by alpha-CROWN with ``tighten``; the objective by CROWN, or
+    by ``iterations`` alpha-CROWN iterations of step ``lr``."""
+
+    iterations: int = 0
+    lr: float = 0.25
+    refresh: bool = True
+    method: str = "crown"
+    tighten: AlphaOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoxBounds:
+    """A bounded batch: the domains (with the intermediate bounds their children inherit), the
+    lower bound of every unsafe row ``[B, S]`` and its input coefficients ``A [B, S, n]``."""
+
+    domains: BoxDomains
+    lower: torch.Tensor
+    A: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> BoxBounds:
+        return BoxBounds(self.domains.take(index), self.lower[index], self.A[index])
+
+
+def box_bounds(net: Network, box: Bounds, known: torch.Tensor | None, how: Bounding,
                budget: Budget | None = None) -> tuple[dict[str, Bounds], torch.Tensor]:
-    """Bounds of every node on a batch of boxes: recomputed (``method`` ``crown``: CROWN on each
-    domain's unstable neurons, see :func:`certify.bounds.crown_bounds`; ``forward``: forward
-    linear bounds) when ``refresh``, else IBP; either way intersected with the ``known``
-    bounds of the ``relaxed`` nodes (inherited from a parent box, which contains the child).
+    """Bounds of every node on a batch of boxes (see :class:`Bounding`), intersected with the
+    ``known`` bounds of the relaxed nodes (inherited from a parent box, which contains the child).
 
     ``known: [B, 2, m]`` stacks lower and upper bounds of the relaxed nodes (flattened, in
     order); the same layout is returned for the children to inherit.
     """
+    relaxed = relaxed_inputs(net)
     fixed: dict[str, Bounds] = {}
     if known is not None and known.shape[2]:
         offset = 0
@@ -123,51 +120,43 @@ def box_bounds(net: Network, box: Bounds, relaxed: list[str], known: torch.Tenso
             shape = (part.shape[0], *net.node(name).shape)
             fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
             offset += size
-    if refresh:  # the parent's bounds still hold on the child box: intersect them in
-        out = crown_bounds(net, box, fixed or None, method=method, budget=budget)
+    if how.refresh:  # the parent's bounds still hold on the child box: intersect them in
+        out = crown_bounds(net, box, fixed or None, method=how.method, budget=budget)
     else:
         out = ibp(net, box, fixed)
-    if tighten is not None:
-        out = alpha_crown_bounds(net, box, tighten, bounds=out, budget=budget)
+    if how.tighten is not None:
+        out = alpha_crown_bounds(net, box, how.tighten, bounds=out, budget=budget)
     flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
     return out, stacked
 
 
-def bound_boxes(net: Network, spec: SpecMatrix, lo: torch.Tensor, hi: torch.Tensor,
-                iterations: int = 0, lr: float = 0.25, open_: torch.Tensor | None = None,
-                known: torch.Tensor | None = None, refresh: bool = True, method: str = "crown",
-                tighten: AlphaOptions | None = None, budget: Budget | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lower bounds of every unsafe row on each box, their input coefficients and the
-    intermediate bounds used (see :func:`box_bounds`).
-
-    ``lo, hi: [B, n]`` (flat) -> ``lower: [B, S]``, ``A: [B, S, n]``, ``[B, 2, m]``.
-    """
-    bsz = lo.shape[0]
+def bound_boxes(net: Network, spec: SpecMatrix, d: BoxDomains, how: Bounding, budget: Budget | None = None,
+                ) -> BoxBounds:
+    """The lower bound of every unsafe row on each sub-box of ``d`` and its input coefficients
+    (with the domains' ``known`` bounds updated)."""
+    bsz = len(d)
     shape = net.input_shape
-    box = Bounds(lo.reshape(bsz, *shape), hi.reshape(bsz, *shape))
+    box = Bounds(d.lo.reshape(bsz, *shape), d.hi.reshape(bsz, *shape))
     c = spec.batch(bsz)
     with torch.no_grad():
-        bounds, stacked = box_bounds(net, box, relaxed_inputs(net), known, refresh, method, tighten, budget)
+        bounds, stacked = box_bounds(net, box, d.known if d.known.shape[2] else None, how, budget)
+        d = replace(d, known=stacked)
         if budget is not None and budget.expired:  # no time for a backward pass: intervals
-            return ibp_objective(net, bounds, c), c.new_zeros(bsz, c.shape[1], lo.shape[1]), stacked
-        if iterations <= 0:
+            return BoxBounds(d, ibp_objective(net, bounds, c), c.new_zeros(bsz, c.shape[1], d.lo.shape[1]))
+        if how.iterations <= 0:
             best = crown_objective(net, bounds, c)
         else:
             def stop(lower: torch.Tensor) -> bool:
-                closed = spec.disjunct_margins(lower) > 0
-                if open_ is not None:
-                    closed = closed | ~open_
-                return bool(closed.all())
+                return bool(((spec.disjunct_margins(lower) > 0) | ~d.open).all())
 
-            best, _ = alpha_crown_objective(net, bounds, c, AlphaOptions(iterations=iterations, lr=lr),
+            best, _ = alpha_crown_objective(net, bounds, c, AlphaOptions(iterations=how.iterations, lr=how.lr),
                                             stop=stop, budget=budget)
-    return best.lower.detach(), best.A.detach().flatten(2), stacked
+    return BoxBounds(d, best.lower.detach(), best.A.detach().flatten(2))
 
 
-def _branch_dims(options: BaBOptions, spec: SpecMatrix, lower: torch.Tensor, A: torch.Tensor,
-                 width: torch.Tensor, root_width: torch.Tensor, unclosed: torch.Tensor) -> torch.Tensor:
+def _branch_dims(options: BaBOptions, spec: SpecMatrix, b: BoxBounds, root_width: torch.Tensor,
+                 unclosed: torch.Tensor) -> torch.Tensor:
     """The dimension to split per domain: ``[B]`` (long).
 
     ``smart``: largest ``sum_k |A_{r_k, i}| * width_i`` over the still-open disjuncts ``k``,
@@ -175,20 +164,21 @@ def _branch_dims(options: BaBOptions, spec: SpecMatrix, lower: torch.Tensor, A: 
     ``widest``: the widest dimension relative to the root box.  (Predicting each child's margin
     from the linear bound, abCROWN's "sb", made ACAS Xu trees about twice as large here.)
     """
+    width = b.domains.hi - b.domains.lo
     rel = width / root_width.clamp(min=1e-30)
     splittable = rel > MIN_RELATIVE_WIDTH
-    if options.branching == "widest":
+    if options.input.branching == "widest":
         score = rel.clone()
     else:
-        m = spec.margins(lower)  # [B, S]
-        dm = spec.disjunct_margins(lower)  # [B, K]
+        m = spec.margins(b.lower)  # [B, S]
+        dm = spec.disjunct_margins(b.lower)  # [B, K]
         best_row = m >= dm.gather(1, spec.group.unsqueeze(0).expand_as(m))
-        weight = (best_row & unclosed.gather(1, spec.group.unsqueeze(0).expand_as(m))).to(A.dtype)
-        score = torch.einsum("bs,bsn->bn", weight, A.abs()) * width
+        weight = (best_row & unclosed.gather(1, spec.group.unsqueeze(0).expand_as(m))).to(b.A.dtype)
+        score = torch.einsum("bs,bsn->bn", weight, b.A.abs()) * width
         score = score + 1e-9 * rel * score.amax(dim=1, keepdim=True).clamp(min=1e-30) + 1e-30 * rel
     score = torch.where(splittable, score, torch.full_like(score, -1.0))
     pick = score.argmax(dim=1)
-    if options.branching == "widest":
+    if options.input.branching == "widest":
         return pick
     widest = rel.argmax(dim=1)
     rows = torch.arange(pick.shape[0], device=pick.device)
@@ -198,101 +188,7 @@ def _branch_dims(options: BaBOptions, spec: SpecMatrix, lower: torch.Tensor, A: 
 
 def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
     """Decide ``problem`` by batched input splitting (see the module docstring)."""
-    dtype, device = options.torch_dtype, budget.device
-    net = problem.network.to(dtype=dtype, device=device)
-    spec = SpecMatrix.of(problem, dtype, device)
-    falsify = Falsifier(problem, net, spec)
-    stats = Stats("input")
-    n, k = net.input_size, spec.n_groups
-    lo = torch.as_tensor(np.array(problem.box.lower), dtype=dtype, device=device).reshape(1, n)
-    hi = torch.as_tensor(np.array(problem.box.upper), dtype=dtype, device=device).reshape(1, n)
-    root_width = (hi - lo)[0]
-    itemsize = torch.finfo(dtype).bits // 8
-    m = sum(net.node(name).size for name in relaxed_inputs(net))
-    cap = domain_cap(options, (2 * n + 2 * m + 2) * itemsize + k + 8)
-    complete = problem.network.is_piecewise_linear
-
-    cex = falsify.search(torch.cat([lo, hi, (lo + hi) / 2]))
-    if cex is not None:
-        return violated(stats, cex)
-    fuzz_turn = FuzzTurns(share=0.1)
-
-    # The root: CROWN intermediate bounds (tightened by alpha-CROWN), alpha-CROWN objective.
-    lower, A, known = bound_boxes(net, spec, lo, hi, options.alpha_iterations, options.lr_alpha,
-                                  tighten=_tightening(options), budget=budget)
-    if options.intermediate == "forward":
-        known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
-    stats.domains += 1
-    pool = _Pool({"lo": lo, "hi": hi, "open": torch.ones(1, k, dtype=torch.bool, device=device),
-                  "key": lo.new_full((1,), -torch.inf), "depth": torch.zeros(1, dtype=torch.long, device=device),
-                  "known": known}, cap)
-    pending: dict[str, torch.Tensor] | None = {"lo": lo, "hi": hi, "lower": lower, "A": A, "known": known,
-                                                "open": pool.fields["open"], "depth": pool.fields["depth"]}
-    pool.pop(1)
-    while pending is not None or len(pool):
-        if budget.expired:
-            return undecided(stats, f"timeout after {stats.domains} domains, {len(pool)} open"
-                             + ("" if complete else " (input splitting is incomplete for non-PL nets)"))
-        if pending is None:
-            pending = _bound_batch(net, spec, options, pool.pop(options.batch_size), stats, budget)
-        d, pending = pending, None
-        dm = spec.disjunct_margins(d["lower"])
-        unclosed = d["open"] & ~(dm > 0)
-        todo = unclosed.any(dim=1)
-        if not bool(todo.any()):
-            continue
-        d = {key: v[todo] for key, v in d.items()}
-        unclosed, dm = unclosed[todo], dm[todo]
-        handed = _handed(options, d)
-        if bool(handed.any()):
-            keep, cex = _relu_phase(net, spec, falsify, options, d, handed, budget, stats)
-            if cex is not None:
-                return violated(stats, cex)
-            d = {key: v[keep] for key, v in d.items()}
-            unclosed, dm = unclosed[keep], dm[keep]
-            if not bool(keep.any()):
-                continue
-        corners = corner_points(d["A"], d["lo"], d["hi"], spec.group, k, unclosed)
-        cex = falsify.search(corners)
-        if cex is None and fuzz_turn.due():
-            cex = fuzz_turn.run(problem, budget)
-        if cex is None:
-            # A short PGD inside the most promising domains (those closest to a violation).
-            top = torch.argsort(dm.amin(dim=1))[:PGD_DOMAINS]
-            starts = (d["lo"][top] + d["hi"][top]) / 2
-            cex = falsify.search(pgd_points(falsify, d["lo"][top], d["hi"][top], starts))
-        if cex is not None:
-            return violated(stats, cex)
-        width = d["hi"] - d["lo"]
-        dims = _branch_dims(options, spec, d["lower"], d["A"], width, root_width, unclosed)
-        rows = torch.arange(dims.shape[0], device=device)
-        can = (width[rows, dims] / root_width[dims].clamp(min=1e-30)) > MIN_RELATIVE_WIDTH
-        if not bool(can.all()):
-            stats.undecided += int((~can).sum())
-            d = {key: v[can] for key, v in d.items()}
-            unclosed, dm, dims = unclosed[can], dm[can], dims[can]
-            rows = torch.arange(dims.shape[0], device=device)
-        b_lo, b_hi = d["lo"], d["hi"]
-        mid = (b_lo[rows, dims] + b_hi[rows, dims]) / 2
-        left_hi = b_hi.clone()
-        left_hi[rows, dims] = mid
-        right_lo = b_lo.clone()
-        right_lo[rows, dims] = mid
-        key = torch.where(unclosed, dm, torch.full_like(dm, torch.inf)).amin(dim=1)
-        depth = d["depth"] + 1
-        pool.push({"lo": torch.cat([b_lo, right_lo]), "hi": torch.cat([left_hi, b_hi]),
-                   "open": torch.cat([unclosed, unclosed]), "key": torch.cat([key, key]),
-                   "depth": torch.cat([depth, depth]), "known": torch.cat([d["known"], d["known"]])})
-        if depth.numel():
-            stats.max_depth = max(stats.max_depth, int(depth.max()))
-        stats.max_open = max(stats.max_open, len(pool))
-        if len(pool) > cap:
-            return undecided(stats, f"domain cap {cap} reached after {stats.domains} domains, "
-                             f"{len(pool)} open")
-    if stats.undecided:
-        return undecided(stats, f"{stats.undecided} sub-box(es) at minimal width neither proved nor "
-                         f"falsified after {stats.domains} domains")
-    return holds(stats)
+    return _Search(problem, options, budget).run()
 
 
 def _unstable(known: torch.Tensor) -> torch.Tensor:
@@ -300,33 +196,12 @@ def _unstable(known: torch.Tensor) -> torch.Tensor:
     return ((known[:, 0] < 0) & (known[:, 1] > 0)).sum(dim=1)
 
 
-def _handed(options: BaBOptions, d: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Domains to hand to ReLU splitting (see :class:`~certify.bab.common.BaBOptions`): ``[B]`` bool."""
-    depth = d["depth"]
-    if options.relu_depth <= 0:
-        return torch.zeros_like(depth, dtype=torch.bool)
-    return ((depth >= options.relu_depth) & ((depth - options.relu_depth) % options.relu_every == 0)
-            & (_unstable(d["known"]) <= options.relu_max_unstable))
-
-
-def _relu_phase(net: Network, spec: SpecMatrix, falsify: Falsifier, options: BaBOptions,
-                d: dict[str, torch.Tensor], handed: torch.Tensor, budget: Budget, stats: Stats,
-                ) -> tuple[torch.Tensor, Counterexample | None]:
-    """ReLU splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
-    ``relu_seconds`` per box.  Returns which domains stay open and a counterexample if one was
-    found."""
-    from certify.bab.relu_split import split_boxes
-
-    idx = handed.nonzero().flatten()
-    sub_options = dataclasses.replace(options, **HANDED_BOX_OPTIONS)
-    deadline = min(budget.deadline, time.monotonic() + options.relu_seconds * idx.numel())
-    out = split_boxes(net, spec, falsify, d["lo"][idx], d["hi"][idx], sub_options, Budget(deadline, budget.device),
-                      stats, options.relu_box_domains)
-    keep = torch.ones_like(handed)
-    keep[idx] = out.open_boxes
-    stats.relu_boxes += idx.numel()
-    stats.relu_proved += int((~out.open_boxes).sum())
-    return keep, out.counterexample
+def _tightening(options: BaBOptions) -> AlphaOptions | None:
+    """The alpha-CROWN options that tighten intermediate bounds (None: no tightening)."""
+    t = options.input.tighten
+    if t.iterations <= 0:
+        return None
+    return AlphaOptions(iterations=t.iterations, lr=t.lr, search_dtype=torch.float32 if t.float32 else None)
 
 
 class FuzzTurns:
@@ -346,74 +221,199 @@ class FuzzTurns:
         return self.spent + self.slice <= self.share * (elapsed + self.slice)
 
     def run(self, problem: Problem, budget: Budget) -> Counterexample | None:
-        from certify.engines.fuzz import make_engine as make_fuzz
+        from certify.fuzz.batch import fuzz_many
+        from certify.fuzz.options import FuzzOptions
 
         t0 = time.monotonic()
         self.turns += 1
         seconds = min(self.slice, max(0.0, budget.remaining))
-        verdict = make_fuzz({"seed": 1000 + self.turns}).check(problem, Budget(time.monotonic() + seconds,
-                                                                               budget.device))
+        (outcome,) = fuzz_many([problem], budget.at_most(seconds), FuzzOptions(seed=1000 + self.turns))
         self.spent += time.monotonic() - t0
+        verdict = outcome.verdict
         return verdict.counterexample if verdict.status is Status.VIOLATED else None
 
 
-def _bound_batch(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
-                 stats: Stats, budget: Budget) -> dict[str, torch.Tensor]:
-    """Bound a batch of popped domains.
+class _Search:
+    """One input-splitting search: the pool of open sub-boxes and the round that works on a
+    bounded batch of them (prune, hand over, falsify, branch)."""
 
-    ``intermediate``: ``crown`` recomputes CROWN intermediate bounds for every domain;
-    ``reuse`` only intersects the parent's with IBP; ``two-stage`` does ``reuse`` first and
-    recomputes CROWN for the domains that bound did not prove.  Then, with
-    ``tighten_iterations``, the domains still unproved (with at least ``tighten_unstable``
-    unstable ReLUs, at every ``tighten_every``-th depth) get their intermediate bounds
-    tightened by alpha-CROWN, which their children inherit.
-    """
-    mode = options.intermediate
-    lower, A, known = bound_boxes(net, spec, d["lo"], d["hi"], options.branch_alpha_iterations,
-                                  options.lr_alpha, d["open"], d["known"], refresh=mode in ("crown", "forward"),
-                                  method=mode, budget=budget)
-    stats.domains += d["lo"].shape[0]
-    stats.batches += 1
-    if mode == "forward":
-        known = known[:, :, :0]  # cheap bounds on huge trees: inheriting costs more than it saves
-    out = {"lo": d["lo"], "hi": d["hi"], "lower": lower, "A": A, "known": known, "open": d["open"],
-           "depth": d["depth"]}
-    if mode == "two-stage":
-        out = _rebound(net, spec, options, out, _unproved(spec, out), None, budget)
-    if options.tighten_iterations > 0 and mode != "forward":
-        pick = (_unproved(spec, out) & (_unstable(out["known"]) >= options.tighten_unstable)
-                & (out["depth"] % options.tighten_every == 0))
-        out = _rebound(net, spec, options, out, pick, _tightening(options), budget)
-        stats.tightened += int(pick.sum())
-    return out
+    def __init__(self, problem: Problem, options: BaBOptions, budget: Budget) -> None:
+        dtype, device = options.torch_dtype, budget.device
+        self.problem, self.options, self.budget = problem, options, budget
+        self.net = problem.network.to(dtype=dtype, device=device)
+        self.spec = SpecMatrix.of(problem, dtype, device)
+        self.falsify = Falsifier(problem, self.net, self.spec)
+        self.stats = Stats("input")
+        n, k = self.net.input_size, self.spec.n_groups
+        self.lo = torch.as_tensor(np.array(problem.box.lower), dtype=dtype, device=device).reshape(1, n)
+        self.hi = torch.as_tensor(np.array(problem.box.upper), dtype=dtype, device=device).reshape(1, n)
+        self.root_width = (self.hi - self.lo)[0]
+        m = sum(self.net.node(name).size for name in relaxed_inputs(self.net))
+        self.cap = domain_cap(options, (2 * n + 2 * m + 2) * (torch.finfo(dtype).bits // 8) + k + 8)
+        self.root = BoxDomains(key=self.lo.new_full((1,), -torch.inf),
+                               depth=torch.zeros(1, dtype=torch.long, device=device), lo=self.lo, hi=self.hi,
+                               open=torch.ones(1, k, dtype=torch.bool, device=device),
+                               known=self.lo.new_zeros(1, 2, 0))
+        self.pool: Pool[BoxDomains] = Pool(self.root, self.cap)  # replaced by the bounded root's children
+        self.fuzz_turn = FuzzTurns(share=0.1)
+        self.complete = problem.network.is_piecewise_linear
 
+    def run(self) -> Verdict:
+        cex = self.falsify.search(torch.cat([self.lo, self.hi, (self.lo + self.hi) / 2]))
+        if cex is not None:
+            return violated(self.stats, cex)
+        # The root: CROWN intermediate bounds (tightened by alpha-CROWN), alpha-CROWN objective.
+        how = Bounding(self.options.alpha_iterations, self.options.lr_alpha, tighten=_tightening(self.options))
+        pending: BoxBounds | None = self._inheritable(bound_boxes(self.net, self.spec, self.root, how, self.budget))
+        self.pool = Pool(pending.domains.take(slice(0, 0)), self.cap)  # empty, with the root's field shapes
+        self.stats.domains += 1
+        while pending is not None or len(self.pool):
+            if self.budget.expired:
+                return undecided(self.stats, f"timeout after {self.stats.domains} domains, {len(self.pool)} open"
+                                 + ("" if self.complete else " (input splitting is incomplete for non-PL nets)"))
+            if pending is None:
+                pending = self._bound(self.pool.pop(self.options.input.batch_size))
+            batch, pending = pending, None
+            verdict = self._round(batch)
+            if verdict is not None:
+                return verdict
+        if self.stats.undecided:
+            return undecided(self.stats, f"{self.stats.undecided} sub-box(es) at minimal width neither proved nor "
+                             f"falsified after {self.stats.domains} domains")
+        return holds(self.stats)
 
-def _tightening(options: BaBOptions) -> AlphaOptions | None:
-    """The alpha-CROWN options that tighten intermediate bounds (None: no tightening)."""
-    if options.tighten_iterations <= 0:
+    def _inheritable(self, b: BoxBounds) -> BoxBounds:
+        """Forward bounds are not inherited: on huge trees inheriting costs more than it saves."""
+        if self.options.input.intermediate == "forward":
+            return replace(b, domains=replace(b.domains, known=b.domains.known[:, :, :0]))
+        return b
+
+    def _round(self, b: BoxBounds) -> Verdict | None:
+        """Prune, hand over, falsify, branch one bounded batch; a verdict once one is reached."""
+        unclosed = b.domains.open & ~(self.spec.disjunct_margins(b.lower) > 0)
+        todo = unclosed.any(dim=1)
+        if not bool(todo.any()):
+            return None
+        b, unclosed = b.take(todo), unclosed[todo]
+        handed = self._handed(b.domains)
+        if bool(handed.any()):
+            keep, cex = self._hand_over(b.domains, handed)
+            if cex is not None:
+                return violated(self.stats, cex)
+            b, unclosed = b.take(keep), unclosed[keep]
+            if not bool(keep.any()):
+                return None
+        cex = self._falsify(b, unclosed)
+        if cex is not None:
+            return violated(self.stats, cex)
+        return self._branch(b, unclosed)
+
+    def _bound(self, d: BoxDomains) -> BoxBounds:
+        """Bound a popped batch (see :class:`~certify.bab.options.InputSplitOptions` for the
+        intermediate modes); then the sub-boxes still unproved (with at least ``tighten.unstable``
+        unstable ReLUs, at every ``tighten.every``-th depth) get their intermediate bounds
+        tightened by alpha-CROWN, which their children inherit."""
+        opts = self.options.input
+        mode = opts.intermediate
+        how = Bounding(opts.alpha_iterations, self.options.lr_alpha, refresh=mode in ("crown", "forward"),
+                       method=mode)
+        out = self._inheritable(bound_boxes(self.net, self.spec, d, how, self.budget))
+        self.stats.domains += len(d)
+        self.stats.batches += 1
+        if mode == "two-stage":
+            out = self._rebound(out, self._unproved(out), None)
+        if opts.tighten.iterations > 0 and mode != "forward":
+            t = opts.tighten
+            pick = (self._unproved(out) & (_unstable(out.domains.known) >= t.unstable)
+                    & (out.domains.depth % t.every == 0))
+            out = self._rebound(out, pick, _tightening(self.options))
+            self.stats.tightened += int(pick.sum())
+        return out
+
+    def _unproved(self, b: BoxBounds) -> torch.Tensor:
+        """Domains with an open disjunct their bound did not rule out: ``[B]`` (bool)."""
+        return (b.domains.open & ~(self.spec.disjunct_margins(b.lower) > 0)).any(dim=1)
+
+    def _rebound(self, b: BoxBounds, pick: torch.Tensor, tighten: AlphaOptions | None) -> BoxBounds:
+        """Bound the ``pick``ed domains again, from their current intermediate bounds: recomputed
+        by CROWN (``tighten`` None) or tightened by alpha-CROWN.  A disjunct the first bound ruled
+        out stays closed; branching follows the new bound and its coefficients (mixing in the
+        first one's steers it badly)."""
+        if not bool(pick.any()):
+            return b
+        idx = pick.nonzero().flatten()
+        how = Bounding(self.options.input.alpha_iterations, self.options.lr_alpha, refresh=tighten is None,
+                       tighten=tighten)
+        again = bound_boxes(self.net, self.spec, b.domains.take(idx), how, self.budget)
+        d = b.domains
+        closed = self.spec.disjunct_margins(b.lower[idx]) > 0
+        domains = replace(d, open=d.open.index_put((idx,), d.open[idx] & ~closed),
+                          known=d.known.index_put((idx,), again.domains.known))
+        return BoxBounds(domains, b.lower.index_put((idx,), again.lower), b.A.index_put((idx,), again.A))
+
+    def _handed(self, d: BoxDomains) -> torch.Tensor:
+        """Domains to hand to ReLU splitting (see :class:`~certify.bab.options.HandOverOptions`): ``[B]``."""
+        h = self.options.hand_over
+        if h.depth <= 0:
+            return torch.zeros_like(d.depth, dtype=torch.bool)
+        return (d.depth >= h.depth) & ((d.depth - h.depth) % h.every == 0) & (_unstable(d.known) <= h.max_unstable)
+
+    def _hand_over(self, d: BoxDomains, handed: torch.Tensor) -> tuple[torch.Tensor, Counterexample | None]:
+        """ReLU splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
+        ``hand_over.seconds`` per box.  Returns which domains stay open and a counterexample if
+        one was found."""
+        from certify.bab.relu_split import Target, split_boxes
+
+        idx = handed.nonzero().flatten()
+        budget = self.budget.at_most(self.options.hand_over.seconds * idx.numel())
+        target = Target(self.net, self.spec, self.falsify)
+        out = split_boxes(target, d.lo[idx], d.hi[idx], self.options, budget, self.stats)
+        keep = torch.ones_like(handed)
+        keep[idx] = out.open_boxes
+        self.stats.relu_boxes += idx.numel()
+        self.stats.relu_proved += int((~out.open_boxes).sum())
+        return keep, out.counterexample
+
+    def _falsify(self, b: BoxBounds, unclosed: torch.Tensor) -> Counterexample | None:
+        """The bounds' minimizers and the centres; now and then a short fuzz; a short PGD in the
+        most promising domains (those closest to a violation)."""
+        d = b.domains
+        cex = self.falsify.search(corner_points(b.A, d.lo, d.hi, self.spec.group, self.spec.n_groups, unclosed))
+        if cex is None and self.fuzz_turn.due():
+            cex = self.fuzz_turn.run(self.problem, self.budget)
+        if cex is None:
+            top = torch.argsort(self.spec.disjunct_margins(b.lower).amin(dim=1))[:PGD_DOMAINS]
+            x, cex = pgd(self.falsify, d.lo[top], d.hi[top], (d.lo[top] + d.hi[top]) / 2, 10)
+            cex = cex if cex is not None else self.falsify.search(x)
+        return cex
+
+    def _branch(self, b: BoxBounds, unclosed: torch.Tensor) -> Verdict | None:
+        """Cut each domain in two along its chosen dimension; sub-boxes already at minimal width
+        are counted undecided."""
+        dims = _branch_dims(self.options, self.spec, b, self.root_width, unclosed)
+        d = b.domains
+        width = d.hi - d.lo
+        rows = torch.arange(dims.shape[0], device=dims.device)
+        can = (width[rows, dims] / self.root_width[dims].clamp(min=1e-30)) > MIN_RELATIVE_WIDTH
+        if not bool(can.all()):
+            self.stats.undecided += int((~can).sum())
+            b, unclosed, dims = b.take(can), unclosed[can], dims[can]
+            d = b.domains
+            rows = torch.arange(dims.shape[0], device=dims.device)
+        mid = (d.lo[rows, dims] + d.hi[rows, dims]) / 2
+        left_hi, right_lo = d.hi.clone(), d.lo.clone()
+        left_hi[rows, dims] = mid
+        right_lo[rows, dims] = mid
+        margins = self.spec.disjunct_margins(b.lower)
+        key = torch.where(unclosed, margins, torch.full_like(margins, torch.inf)).amin(dim=1)
+        depth = d.depth + 1
+        self.pool.push(BoxDomains(key=torch.cat([key, key]), depth=torch.cat([depth, depth]),
+                                  lo=torch.cat([d.lo, right_lo]), hi=torch.cat([left_hi, d.hi]),
+                                  open=torch.cat([unclosed, unclosed]), known=torch.cat([d.known, d.known])))
+        if depth.numel():
+            self.stats.max_depth = max(self.stats.max_depth, int(depth.max()))
+        self.stats.max_open = max(self.stats.max_open, len(self.pool))
+        if len(self.pool) > self.pool.cap:
+            return undecided(self.stats, f"domain cap {self.pool.cap} reached after {self.stats.domains} domains, "
+                             f"{len(self.pool)} open")
         return None
-    return AlphaOptions(iterations=options.tighten_iterations, lr=options.lr_tighten,
-                        search_dtype=torch.float32 if options.tighten_float32 else None)
-
-
-def _unproved(spec: SpecMatrix, d: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Domains with an open disjunct their bound did not rule out: ``[B]`` (bool)."""
-    return (d["open"] & ~(spec.disjunct_margins(d["lower"]) > 0)).any(dim=1)
-
-
-def _rebound(net: Network, spec: SpecMatrix, options: BaBOptions, d: dict[str, torch.Tensor],
-             pick: torch.Tensor, tighten: AlphaOptions | None, budget: Budget) -> dict[str, torch.Tensor]:
-    """Bound the ``pick``ed domains again, from their current intermediate bounds: recomputed
-    by CROWN (``tighten`` None) or tightened by alpha-CROWN."""
-    if not bool(pick.any()):
-        return d
-    idx = pick.nonzero().flatten()
-    lower, A, known = bound_boxes(net, spec, d["lo"][idx], d["hi"][idx], options.branch_alpha_iterations,
-                                  options.lr_alpha, d["open"][idx], d["known"][idx], refresh=tighten is None,
-                                  tighten=tighten, budget=budget)
-    # A disjunct the first bound ruled out stays closed; branching follows the new bound and
-    # its coefficients (mixing in the first one's steers it badly).
-    closed = spec.disjunct_margins(d["lower"][idx]) > 0
-    return {**d, "open": d["open"].index_put((idx,), d["open"][idx] & ~closed),
-            "lower": d["lower"].index_put((idx,), lower), "A": d["A"].index_put((idx,), A),
-            "known": d["known"].index_put((idx,), known)}

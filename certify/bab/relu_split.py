@@ -17,37 +17,50 @@ The same search runs inside many input boxes at once (:func:`split_boxes`: each 
 its box, and each box has its own root bounds), which is how input splitting hands over its
 hardest sub-boxes.
 
-Branching picks, per domain, the unstable unsplit neuron with the largest BaBSR-style score
+Each round of the search (:class:`_Search`) selects a batch of open domains, refines and bounds
+them, prunes the proved ones, tries the points their bounds suggest as counterexamples, and
+branches the rest: per domain, the unstable unsplit neuron with the largest BaBSR-style score
 (the bound lost to the neuron's upper chord).  A domain without unstable neurons left is linear
-on its region: an exact LP (scipy's HiGHS) decides it, so the search is complete.
+on its region: an exact LP decides it (:mod:`certify.bab.leaf`), so the search is complete.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import torch
 
-from certify.bab.common import BaBOptions, Falsifier, Stats, corner_points, domain_cap, holds, undecided, \
-    violated
-from certify.bounds import CROWN_RULES, AlphaOptions, BackwardContext, Bounds, NodeSlopes, adam, \
-    alpha_crown_layers, crown_bounds, crown_node
+from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, violated
+from certify.bab.domains import Pool, SplitDomains
+from certify.bab.leaf import decide_leaf
+from certify.bab.options import BaBOptions
+from certify.bounds import (
+    AlphaOptions,
+    BackwardContext,
+    Bounds,
+    LinearBound,
+    NodeSlopes,
+    adam,
+    alpha_crown_layers,
+    backward,
+    crown_bounds,
+    crown_node,
+)
 from certify.budget import Budget
-from certify.engines.spec_matrix import PROOF_TOLERANCE, SpecMatrix
+from certify.falsify import Falsifier, pgd
 from certify.network import Network, Node, Op
-from certify.numeric import LP_MAGNITUDE
 from certify.problem import Problem
+from certify.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.verdict import Counterexample, Verdict
 
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
-class _Layout:
+class Layout:
     """The ReLU layers: node, pre-activation node name, size and offset in the flat split vector."""
 
     relus: tuple[Node, ...]
@@ -56,11 +69,11 @@ class _Layout:
     offsets: tuple[int, ...]
 
     @staticmethod
-    def of(net: Network) -> _Layout:
+    def of(net: Network) -> Layout:
         relus = tuple(n for n in net.nodes if n.op is Op.RELU)
         sizes = tuple(n.size for n in relus)
         offsets = tuple(int(x) for x in np.cumsum((0,) + sizes[:-1]))
-        return _Layout(relus, tuple(n.inputs[0] for n in relus), sizes, offsets)
+        return Layout(relus, tuple(n.inputs[0] for n in relus), sizes, offsets)
 
     @property
     def total(self) -> int:
@@ -71,28 +84,62 @@ class _Layout:
         return flat[..., self.offsets[k]:self.offsets[k] + self.sizes[k]]
 
 
-class _Bounder:
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a search works on: the network (in the search's dtype and device), its unsafe rows
+    and the checker of candidate counterexamples."""
+
+    net: Network
+    spec: SpecMatrix
+    falsify: Falsifier
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """The bounds every domain of a box starts from (``[NB, ...]`` per node) and the slopes
+    alpha-CROWN found for the intermediate ones (empty: refinement uses CROWN's defaults)."""
+
+    bounds: dict[str, Bounds]
+    slopes: dict[str, NodeSlopes]
+
+
+@dataclass(frozen=True, slots=True)
+class Bounded:
+    """A batch's best bounds: ``lower [B, S]`` of the unsafe rows, their input coefficients
+    ``coef [B, S, n_in]`` (in the network's dtype), the BaBSR coefficients at the ReLU outputs
+    ``babsr [B, total]``, and the slopes and multipliers that gave them (``[B, S, total]``)."""
+
+    lower: torch.Tensor
+    coef: torch.Tensor
+    babsr: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> Bounded:
+        return Bounded(self.lower[index], self.coef[index], self.babsr[index], self.alpha[index], self.beta[index])
+
+
+class Bounder:
     """beta-CROWN lower bounds of the unsafe rows on batches of split domains.
 
-    ``root`` holds the intermediate bounds of one or more input boxes (leading dimension ``NB``);
-    each domain names its box (``box: [B]``, long), so one search can run inside many boxes."""
+    ``root`` holds the intermediate bounds of one or more input boxes (leading dimension
+    ``NB``); each domain names its box, so one search can run inside many boxes.  Alphas and
+    betas may be searched in a cheaper dtype (``search``); the bound that decides is then
+    recomputed in the network's own dtype with the slopes and multipliers found."""
 
-    def __init__(self, net: Network, spec: SpecMatrix, root: _Root, layout: _Layout,
-                 search: torch.dtype | None = None) -> None:
-        self.net, self.spec, self.layout = net, spec, layout
+    def __init__(self, net: Network, spec: SpecMatrix, root: Root, search: torch.dtype | None = None) -> None:
+        self.net, self.spec, self.layout = net, spec, Layout.of(net)
         self.root, self.slopes = root.bounds, root.slopes
-        # Alphas and betas may be searched in a cheaper dtype; the bound that decides is then
-        # recomputed in the network's own dtype with the slopes and multipliers found.
         self.search = net.dtype if search is None else search
         self.search_net = net if self.search == net.dtype else net.to(dtype=self.search)
         self.search_root = self.root if self.search == net.dtype else {
             k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in self.root.items()}
-        # Root bounds of the pre-activations, flattened: [NB, total].
         empty = [self.root[net.input.name].lower.flatten(1)[:, :0]]  # a net without ReLUs: [NB, 0]
-        self.l0 = torch.cat([self.root[p].lower.flatten(1) for p in layout.pre] or empty, dim=1)
-        self.u0 = torch.cat([self.root[p].upper.flatten(1) for p in layout.pre] or empty, dim=1)
+        self.l0 = torch.cat([self.root[p].lower.flatten(1) for p in self.layout.pre] or empty, dim=1)
+        self.u0 = torch.cat([self.root[p].upper.flatten(1) for p in self.layout.pre] or empty, dim=1)
         users = net.users()
-        self.user_ops = [{net.node(u).op for u in users[p]} for p in layout.pre]
+        self.user_ops = [{net.node(u).op for u in users[p]} for p in self.layout.pre]
+        self.relu_names = frozenset(r.name for r in self.layout.relus)
 
     def context(self, lo: torch.Tensor, hi: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor,
                 ) -> BackwardContext:
@@ -107,124 +154,89 @@ class _Bounder:
             bounds[pre] = Bounds(self.layout.part(lo, k).reshape(shape), self.layout.part(hi, k).reshape(shape))
         return BackwardContext(bounds, alphas)
 
-    def refine(self, lo: torch.Tensor, hi: torch.Tensor, box: torch.Tensor, after: torch.Tensor,
-               budget: Budget | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each domain's pre-activation bounds of the ReLU layers after ``after: [B]`` (the layer
-        of its newest split), recomputed by CROWN on the domain's own bounds of the layers
-        before, and intersected with the bounds it has.  A split neuron is relaxed exactly, so
-        the layers after a split tighten; the layers up to it cannot change."""
-        lo, hi = lo.clone(), hi.clone()
+    def refine(self, d: SplitDomains, budget: Budget | None = None) -> SplitDomains:
+        """Each domain's pre-activation bounds of the ReLU layers after its newest split,
+        recomputed by CROWN on the domain's own bounds of the layers before, and intersected with
+        the bounds it has.  A split neuron is relaxed exactly, so the layers after a split
+        tighten; the layers up to it cannot change."""
+        lo, hi = d.lo.clone(), d.hi.clone()
         for k in range(1, len(self.layout.relus)):
-            sel = (after < k).nonzero().flatten()
+            sel = (d.after < k).nonzero().flatten()
             if sel.numel() == 0:
                 continue
-            boxes = box[sel]
+            boxes = d.box[sel]
             ctx = self.context(lo[sel], hi[sel], {}, boxes)
             pre = self.layout.pre[k]
             found = self.slopes.get(pre)
             slopes = None if found is None else partial(found.gather, box=boxes)
-            fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes, budget=budget)
+            fresh = crown_node(self.net, self.net.node(pre), ctx.bounds, self.user_ops[k], slopes=slopes,
+                               budget=budget)
             a, b = self.layout.offsets[k], self.layout.offsets[k] + self.layout.sizes[k]
             lo[sel, a:b] = torch.maximum(lo[sel, a:b], fresh.lower.flatten(1))
             hi[sel, a:b] = torch.minimum(hi[sel, a:b], fresh.upper.flatten(1))
-        return lo, hi
+        return replace(d, lo=lo, hi=hi)
 
-    def backward(self, net: Network, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
-                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """CROWN backward pass of ``c: [B, S, n_out]`` through ``net`` (the network or its copy in
-        the search dtype) with ``beta_terms[pre]`` added to the coefficients of each
-        pre-activation node.  Returns ``lower [B, S]``, the input coefficients ``[B, S, n_in]``
-        and the coefficients met at each ReLU output."""
-        c = c.reshape(*c.shape[:2], *net.output_shape)
-        acc: dict[str, torch.Tensor] = {net.output: c}
-        bias = c.new_zeros(c.shape[:2])
-        at_relu: dict[str, torch.Tensor] = {}
-        for node in reversed(net.nodes[1:]):
-            a = acc.pop(node.name, None)
-            if a is None:
-                continue
-            if node.name in beta_terms:
-                a = a + beta_terms[node.name]
-            if node.op is Op.RELU:
-                at_relu[node.name] = a
-            a_ins, b = CROWN_RULES[node.op](node, a, ctx)
-            bias = bias + b
-            for name, a_in in zip(node.inputs, a_ins):
-                acc[name] = acc[name] + a_in if name in acc else a_in
-        inp = net.input.name
-        box = ctx.bounds[inp]
-        a_x = acc.get(inp)
-        if a_x is None:
-            a_x = c.new_zeros(*c.shape[:2], *box.lower.shape[1:])
-        if inp in beta_terms:
-            a_x = a_x + beta_terms[inp]
-        lo, hi = box.lower.unsqueeze(1), box.upper.unsqueeze(1)
-        lower = (a_x.clamp(min=0) * lo + a_x.clamp(max=0) * hi).flatten(2).sum(-1) + bias
-        return lower, a_x.flatten(2), at_relu
-
-    def bound(self, lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor, box: torch.Tensor,
-              alpha: torch.Tensor, beta: torch.Tensor,
-              open_: torch.Tensor, iterations: int, lr: tuple[float, float], budget: Budget,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Optimize alphas and betas of a batch: pre-activation bounds ``lo, hi [B, total]``,
-        ``splits [B, total]`` (int8), ``box [B]``,
-        ``alpha, beta [B, S, total]``, ``open_ [B, K]``.
-
-        Returns the best ``lower [B, S]``, input coefficients ``[B, S, n_in]``, the BaBSR
-        coefficients at the ReLU outputs ``[B, total]`` and the alphas and betas that gave them.
-        The search runs in ``self.search``; the returned bound and input coefficients are those
-        of the network's dtype.
-        """
-        spec, layout, sd = self.spec, self.layout, self.search
-        bsz = splits.shape[0]
+    def bound(self, d: SplitDomains, iterations: int, lr: tuple[float, float], budget: Budget) -> Bounded:
+        """Optimize the alphas and betas of a batch (warm-started from the domains') by Adam on
+        the open rows' lower bounds; returns the best bound per row found, in the network's
+        dtype (see the class docstring)."""
+        spec, sd = self.spec, self.search
+        bsz = len(d)
         c = spec.batch(bsz).to(sd)
-        row_open = open_.gather(1, spec.group.unsqueeze(0).expand(bsz, -1))  # [B, S]
-        weight = row_open.to(sd)
-        sign = -splits.to(sd).unsqueeze(1)  # [B, 1, total]: -s_j
-        alpha = alpha.detach().to(sd).clone().requires_grad_(True)
-        beta = beta.detach().to(sd).clone().requires_grad_(True)
-        lo_s, hi_s = lo.to(sd), hi.to(sd)
+        weight = d.open.gather(1, spec.group.unsqueeze(0).expand(bsz, -1)).to(sd)  # [B, S]: open rows
+        sign = -d.splits.to(sd).unsqueeze(1)  # [B, 1, total]: -s_j
+        alpha = d.alpha.detach().to(sd).clone().requires_grad_(True)
+        beta = d.beta.detach().to(sd).clone().requires_grad_(True)
+        lo_s, hi_s = d.lo.to(sd), d.hi.to(sd)
         opt = adam([{"params": [alpha], "lr": lr[0]}, {"params": [beta], "lr": lr[1]}], lr=lr[0])
-        best = None
+        best: Bounded | None = None
         for it in range(iterations + 1):
             with torch.enable_grad():
-                alphas = self._alphas(alpha)
-                beta_terms = self._beta_terms(sign, beta)
-                ctx = self.context(lo_s, hi_s, alphas, box)
-                lower, a_x, at_relu = self.backward(self.search_net, ctx, c, beta_terms)
+                ctx = self.context(lo_s, hi_s, self._alphas(alpha), d.box)
+                res = self._pass(self.search_net, ctx, c, self._beta_terms(sign, beta))
             with torch.no_grad():
-                lower_d = lower.detach()
-                if best is None:
-                    best = [lower_d, a_x.detach(), self._babsr(ctx, at_relu, weight), alpha.detach().clone(),
-                            beta.detach().clone()]
-                else:
-                    better = lower_d > best[0]  # [B, S]
-                    dom = better.any(dim=1)
-                    if bool(dom.any()):
-                        best[0] = torch.maximum(best[0], lower_d)
-                        best[1] = torch.where(better.unsqueeze(-1), a_x.detach(), best[1])
-                        best[2] = torch.where(dom.unsqueeze(-1), self._babsr(ctx, at_relu, weight), best[2])
-                        best[3] = torch.where(better.unsqueeze(-1), alpha.detach(), best[3])
-                        best[4] = torch.where(better.unsqueeze(-1), beta.detach(), best[4])
-                closed = (spec.disjunct_margins(best[0]) > 0) | ~open_
+                best = self._keep_best(best, res, alpha, beta, weight)
+                closed = (spec.disjunct_margins(best.lower) > 0) | ~d.open
                 if it == iterations or bool(closed.all()) or budget.expired:
                     break
             with torch.enable_grad():
-                loss = -(lower * weight).sum()
                 opt.zero_grad()
-                loss.backward()
+                (-(res.lower * weight).sum()).backward()
             with torch.no_grad():
                 opt.step()
                 alpha.clamp_(0.0, 1.0)
                 beta.clamp_(min=0.0)
         assert best is not None
-        if sd != self.net.dtype:
-            with torch.no_grad():
-                dt = self.net.dtype
-                ctx = self.context(lo, hi, self._alphas(best[3].to(dt)), box)
-                best[0], best[1], _ = self.backward(self.net, ctx, spec.batch(bsz),
-                                                    self._beta_terms(sign.to(dt), best[4].to(dt)))
-        return best[0], best[1], best[2], best[3], best[4]
+        if sd == self.net.dtype:
+            return best
+        with torch.no_grad():  # the deciding bound, in the network's dtype
+            dt = self.net.dtype
+            ctx = self.context(d.lo, d.hi, self._alphas(best.alpha.to(dt)), d.box)
+            res = self._pass(self.net, ctx, spec.batch(bsz), self._beta_terms(sign.to(dt), best.beta.to(dt)))
+        return replace(best, lower=res.lower, coef=res.A.flatten(2))
+
+    def _keep_best(self, best: Bounded | None, res: LinearBound, alpha: torch.Tensor, beta: torch.Tensor,
+                   weight: torch.Tensor) -> Bounded:
+        """``best`` updated row by row where ``res`` is better (the BaBSR coefficients per domain)."""
+        lower = res.lower.detach()
+        if best is None:
+            return Bounded(lower, res.A.detach().flatten(2), self._babsr(res, weight), alpha.detach().clone(),
+                           beta.detach().clone())
+        better = lower > best.lower  # [B, S]
+        dom = better.any(dim=1)
+        if not bool(dom.any()):
+            return best
+        rows = better.unsqueeze(-1)
+        return Bounded(torch.maximum(best.lower, lower), torch.where(rows, res.A.detach().flatten(2), best.coef),
+                       torch.where(dom.unsqueeze(-1), self._babsr(res, weight), best.babsr),
+                       torch.where(rows, alpha.detach(), best.alpha), torch.where(rows, beta.detach(), best.beta))
+
+    def _pass(self, net: Network, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
+              ) -> LinearBound:
+        """The CROWN backward pass of ``c: [B, S, n_out]`` with the split multipliers' terms,
+        recording the coefficients at the ReLU outputs (for BaBSR)."""
+        c = c.reshape(*c.shape[:2], *net.output_shape)
+        return backward(net, net.output, c, ctx, extra=beta_terms, record=self.relu_names)
 
     def _alphas(self, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
         """The flat lower slopes ``[B, S, total]`` per ReLU node: ``[B, S, *shape]``."""
@@ -238,16 +250,14 @@ class _Bounder:
         return {p: (self.layout.part(sign, k) * self.layout.part(beta, k)).reshape(bsz, -1, *r.shape)
                 for k, (r, p) in enumerate(zip(self.layout.relus, self.layout.pre))}
 
-    def _babsr(self, ctx: BackwardContext, at_relu: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    def _babsr(self, res: LinearBound, weight: torch.Tensor) -> torch.Tensor:
         """Per neuron, the open rows' coefficient at its ReLU output, summed: ``[B, total]``."""
         bsz = weight.shape[0]
         parts = []
         for r in self.layout.relus:
-            a = at_relu.get(r.name)
-            if a is None:
-                parts.append(weight.new_zeros(bsz, r.size))
-            else:
-                parts.append((a.detach().flatten(2) * weight.unsqueeze(-1)).sum(1))
+            a = res.at.get(r.name)
+            parts.append(weight.new_zeros(bsz, r.size) if a is None
+                         else (a.detach().flatten(2) * weight.unsqueeze(-1)).sum(1))
         return torch.cat(parts, dim=1)
 
 
@@ -264,11 +274,12 @@ def _clamp(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor) -> tuple[to
     return torch.where(splits > 0, lo.clamp(min=0), lo), torch.where(splits < 0, hi.clamp(max=0), hi)
 
 
-def _branch(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+def choose_neuron(d: SplitDomains, coef: torch.Tensor) -> torch.Tensor:
     """The neuron to split per domain (``-1``: none left): BaBSR's intercept score, the bound
     lost to the upper chord ``-l u / (u - l)`` weighted by the coefficient there, with the
     smaller of ``-l, u`` as a tie-breaker."""
-    unstable = (lo < 0) & (hi > 0) & (splits == 0)
+    lo, hi = d.lo, d.hi
+    unstable = (lo < 0) & (hi > 0) & (d.splits == 0)
     width = (hi - lo).clamp(min=1e-30)
     intercept = (-lo * hi / width).clamp(min=0)
     score = (-coef).clamp(min=0) * intercept + 1e-4 * coef.abs() * torch.minimum(-lo, hi) + 1e-12 * intercept
@@ -278,111 +289,17 @@ def _branch(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor, coef: torc
     return torch.where(none, torch.full_like(best, -1), best)
 
 
-def _attack(net: Network, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, restarts: int, steps: int,
-            seed: int, budget: Budget) -> Counterexample | None:
-    """PGD with random restarts on the violation margin (the same margin the falsifier checks)."""
+def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
+            budget: Budget) -> Counterexample | None:
+    """PGD with random restarts (and the centre) on the violation margin."""
+    restarts, steps = options.relu.attack_restarts, options.relu.attack_steps
     if restarts <= 0 or steps <= 0:
         return None
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(options.seed)
     x = lo + (hi - lo) * torch.rand(restarts, lo.numel(), generator=gen, dtype=lo.dtype).to(lo.device)
     x = torch.cat([x, ((lo + hi) / 2).reshape(1, -1)])
-    step = (hi - lo) / 4
-    for k in range(steps):
-        if budget.expired:
-            break
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            v = falsify.violation(net, x)
-            (g,) = torch.autograd.grad(v.sum(), x)
-        with torch.no_grad():
-            if bool((v < 0).any()):
-                cex = falsify.search(x.detach())
-                if cex is not None:
-                    return cex
-            x = torch.minimum(torch.maximum(x - step * g.sign(), lo), hi)
-            if k % 10 == 9:
-                step = step / 2
-    return falsify.search(x.detach())
-
-
-def _leaf_lp(bounder: _Bounder, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor,
-             box: int, open_: torch.Tensor) -> tuple[bool, Counterexample | None]:
-    """Decide one fully split domain exactly: the network is linear on it.
-
-    Returns ``(proved, counterexample)``; ``(False, None)`` when the LP is inconclusive.
-    """
-    try:
-        from scipy.optimize import linprog
-    except ImportError:  # pragma: no cover - scipy comes with the [lp] and [dev] extras
-        return False, None
-    net, spec, layout = bounder.net, bounder.spec, bounder.layout
-    splits = splits.unsqueeze(0)
-    ctx = bounder.context(lo.unsqueeze(0), hi.unsqueeze(0), {}, torch.tensor([box], device=splits.device))
-    box = ctx.bounds[net.input.name]
-    n_in = net.input_size
-    # Exact linear forms of the split pre-activations and of the unsafe rows.
-    a_ub: list[np.ndarray] = []
-    b_ub: list[np.ndarray] = []
-    for k, (relu, pre) in enumerate(zip(layout.relus, layout.pre)):
-        s = layout.part(splits, k)[0]
-        idx = (s != 0).nonzero().flatten()
-        if idx.numel() == 0:
-            continue
-        eye = torch.zeros(idx.numel(), relu.size, dtype=box.lower.dtype, device=box.lower.device)
-        eye[torch.arange(idx.numel()), idx] = 1.0
-        lb = _linear_form(net, pre, eye.reshape(1, idx.numel(), *relu.shape), ctx)
-        g, g0 = lb[0].cpu().numpy(), lb[1].cpu().numpy()  # z = g x + g0
-        sg = -s[idx].cpu().numpy().astype(np.float64)  # active (s=+1): -z <= 0
-        a_ub.append(sg[:, None] * g)
-        b_ub.append(-sg * g0)
-    out_a, out_b = _linear_form(net, net.output, spec.C.reshape(1, -1, *net.output_shape), ctx)
-    out_a, out_b = out_a.cpu().numpy(), out_b.cpu().numpy()
-    rhs = spec.b.cpu().numpy()
-    group = spec.group.cpu().numpy()
-    lo = box.lower.flatten().cpu().numpy()
-    hi = box.upper.flatten().cpu().numpy()
-    bounds = [(float(a), float(b)) for a, b in zip(lo, hi)] + [(None, None)]
-    base_a = np.concatenate(a_ub) if a_ub else np.zeros((0, n_in))
-    base_b = np.concatenate(b_ub) if b_ub else np.zeros(0)
-    base_a = np.hstack([base_a, np.zeros((base_a.shape[0], 1))])
-    data = [base_a, base_b, out_a, out_b, rhs, lo, hi]
-    if not all(np.all(np.isfinite(a)) and np.all(np.abs(a) <= LP_MAGNITUDE) for a in data):
-        return False, None  # HiGHS reads values past 1e20 as infinite: its answer would mean nothing
-    proved = True
-    for k in range(spec.n_groups):
-        if not bool(open_[k]):
-            continue
-        rows = np.nonzero(group == k)[0]
-        # C_i y - b_i - t <= 0  with  C_i y = out_a_i x + out_b_i
-        ra = np.hstack([out_a[rows], -np.ones((rows.size, 1))])
-        rb = rhs[rows] - out_b[rows]
-        cost = np.zeros(n_in + 1)
-        cost[-1] = 1.0
-        res = linprog(cost, A_ub=np.vstack([base_a, ra]), b_ub=np.concatenate([base_b, rb]), bounds=bounds,
-                      method="highs")
-        if res.status == 2:  # infeasible: the domain is empty
-            return True, None
-        if res.status != 0:
-            proved = False
-            continue
-        t = float(res.x[-1])
-        if t > PROOF_TOLERANCE * (1 + float(np.abs(rhs[rows]).max())) + 1e-9:
-            continue
-        proved = False
-        x = torch.as_tensor(res.x[:-1], dtype=box.lower.dtype, device=box.lower.device).reshape(1, -1)
-        cex = falsify.search(x)
-        if cex is not None:
-            return False, cex
-    return proved, None
-
-
-def _linear_form(net: Network, target: str, c: torch.Tensor, ctx: BackwardContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """``c . value(target) = A x + bias`` on a region where every ReLU is stable (exact there):
-    ``A [S, n_in]``, ``bias [S]``."""
-    from certify.bounds import backward
-
-    lb = backward(net, target, c, ctx)
-    return lb.A[0].flatten(1), lb.bias[0]
+    x, cex = pgd(falsify, lo, hi, x, steps, shrink=0.5, every=10, budget=budget)
+    return cex if cex is not None else falsify.search(x)
 
 
 def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
@@ -398,14 +315,13 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
 
     cex = falsify.search(torch.cat([lo, hi, (lo + hi) / 2]))
     if cex is None:
-        cex = _attack(net, falsify, lo[0], hi[0], options.attack_restarts, options.attack_steps, options.seed,
-                      budget)
+        cex = _attack(falsify, lo[0], hi[0], options, budget)
     if cex is not None:
         return violated(stats, cex)
-    root = _root_bounds(net, lo, hi, options, budget)
-    alone = spec.n_groups > 1 and options.joint_share < 1
-    joint = budget.share(options.joint_share) if alone else budget
-    out = _search(net, spec, falsify, lo, hi, options, joint, stats, root=root)
+    root = root_bounds(net, lo, hi, options, budget)
+    alone = spec.n_groups > 1 and options.relu.joint_share < 1
+    joint = budget.share(options.relu.joint_share) if alone else budget
+    out = _Search(Target(net, spec, falsify), lo, hi, options, joint, stats, root=root).run()
     if out.counterexample is not None:
         return violated(stats, out.counterexample)
     if not out.reason:
@@ -416,7 +332,7 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     # objective with branching chosen for it alone (the unsafe set is their union).
     first = out.reason
     for k in range(spec.n_groups):
-        out = _search(net, spec.disjunct(k), falsify, lo, hi, options, budget, stats, root=root)
+        out = _Search(Target(net, spec.disjunct(k), falsify), lo, hi, options, budget, stats, root=root).run()
         if out.counterexample is not None:
             return violated(stats, out.counterexample)
         if out.reason:
@@ -425,28 +341,19 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     return holds(stats)
 
 
-@dataclass(frozen=True, slots=True)
-class _Root:
-    """The bounds every domain of a box starts from (``[NB, ...]`` per node) and the slopes
-    alpha-CROWN found for the intermediate ones (empty: refinement uses CROWN's defaults)."""
-
-    bounds: dict[str, Bounds]
-    slopes: dict[str, NodeSlopes]
-
-
-def _root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
-                 budget: Budget | None = None) -> _Root:
+def root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
+                budget: Budget | None = None) -> Root:
     """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]``, the intermediate ones
     tightened by alpha-CROWN (every domain of a box starts from them)."""
     n_boxes = lo.shape[0]
     root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
         root = crown_bounds(net, root_box, budget=budget)
-    if options.intermediate_alpha_iterations <= 0:
-        return _Root(root, {})
-    root, slopes = alpha_crown_layers(net, root_box, AlphaOptions(iterations=options.intermediate_alpha_iterations,
-                                                                  lr=options.lr_alpha), root, budget)
-    return _Root(root, slopes if options.refine_slopes else {})
+    if options.relu.intermediate_alpha_iterations <= 0:
+        return Root(root, {})
+    alpha = AlphaOptions(iterations=options.relu.intermediate_alpha_iterations, lr=options.lr_alpha)
+    root, slopes = alpha_crown_layers(net, root_box, alpha, root, budget)
+    return Root(root, slopes if options.relu.refine_slopes else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,147 +366,164 @@ class BoxesOutcome:
     reason: str
 
 
-def split_boxes(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
-                options: BaBOptions, budget: Budget, stats: Stats, box_domains: int) -> BoxesOutcome:
-    """ReLU splitting inside the input boxes ``lo, hi: [NB, n]`` at once (the boxes' domains share
-    the batches, shallowest first); ``net`` and ``spec`` in ``options``' dtype.  A box is proved
-    when none of its domains is left open; a box is given up (left open) once ``box_domains`` of
-    its domains have been bounded.  Input splitting hands its hardest sub-boxes here."""
-    return _search(net, spec, falsify, lo, hi, options, budget, stats, box_domains=box_domains)
+def split_boxes(target: Target, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions, budget: Budget,
+                stats: Stats) -> BoxesOutcome:
+    """ReLU splitting inside the input boxes ``lo, hi: [NB, n]`` at once, with the hand-over
+    options (``options.hand_over``): the boxes' domains share the batches, shallowest first; a
+    box is proved when none of its domains is left open, and given up (left open) once
+    ``hand_over.box_domains`` of its domains have been bounded.  Input splitting hands its
+    hardest sub-boxes here."""
+    handed = replace(options, relu=options.hand_over.relu, alpha_iterations=options.hand_over.alpha_iterations)
+    return _Search(target, lo, hi, handed, budget, stats, box_domains=options.hand_over.box_domains).run()
 
 
-def _search(net: Network, spec: SpecMatrix, falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor,
-            options: BaBOptions, budget: Budget, stats: Stats, box_domains: int | None = None,
-            root: _Root | None = None) -> BoxesOutcome:
-    """The search shared by :func:`relu_split` and :func:`split_boxes`: batches of the open
-    domains with the worst bound first; with ``box_domains`` (many boxes), the shallowest
-    first, then the worst, so every box gets its first splits before any box gets deep ones,
-    and a box is given up after that many domains.  ``root``: the boxes' bounds, when they
-    are already known (:func:`_root_bounds`)."""
-    breadth_first = box_domains is not None
-    dtype, device = lo.dtype, lo.device
-    k_groups, rows = spec.n_groups, spec.C.shape[0]
-    n_boxes = lo.shape[0]
-    exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
-    if root is None:
-        root = _root_bounds(net, lo, hi, options, budget)
-    layout = _Layout.of(net)
-    bounder = _Bounder(net, spec, root, layout, torch.float32 if options.search_float32 else None)
-    total = layout.total
-    store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
-    alpha0 = (bounder.u0 >= -bounder.l0).to(store).unsqueeze(1).expand(n_boxes, rows, total)
-    pool = {"splits": torch.zeros(n_boxes, total, dtype=torch.int8, device=device),
-            "box": torch.arange(n_boxes, device=device), "alpha": alpha0,
-            "beta": torch.zeros(n_boxes, rows, total, dtype=store, device=device),
-            "open": torch.ones(n_boxes, k_groups, dtype=torch.bool, device=device),
-            "key": lo.new_full((n_boxes,), -torch.inf), "depth": torch.zeros(n_boxes, dtype=torch.long, device=device),
-            "lo": bounder.l0, "hi": bounder.u0,
-            "after": torch.full((n_boxes,), len(layout.relus), dtype=torch.long, device=device)}
-    cap = domain_cap(options, total * (1 + 8 * rows + 2 * lo.element_size()) + 80 + k_groups)
-    starts = torch.tensor(layout.offsets, device=device)
-    undecided_boxes = torch.zeros(n_boxes, dtype=torch.bool, device=device)  # or given up
-    spent = torch.zeros(n_boxes, dtype=torch.long, device=device)
-    first = True
-    lr = (options.lr_alpha, options.lr_beta)
+class _Search:
+    """One search: the pool of open split domains and the round that works on a batch of them
+    (select, refine, bound, prune, falsify, branch).  With ``box_domains`` (many boxes) the
+    shallowest domains go first, so every box gets its first splits before any gets deep ones,
+    and a box is given up after that many domains; otherwise the worst-bounded go first.
 
-    def still_open(reason: str) -> BoxesOutcome:
-        left = undecided_boxes.clone()
-        left[pool["box"]] = True
+    Eight parameters: the target, the input boxes (two bounds), the options, the budget and the
+    shared counters are all needed; the per-box cap and the root bounds are optional."""
+
+    def __init__(self, target: Target, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions, budget: Budget,
+                 stats: Stats, box_domains: int | None = None, root: Root | None = None) -> None:
+        net, spec = target.net, target.spec
+        self.net, self.spec, self.falsify, self.lo, self.hi = net, spec, target.falsify, lo, hi
+        self.options, self.budget, self.stats, self.box_domains = options, budget, stats, box_domains
+        self.exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
+        root = root if root is not None else root_bounds(net, lo, hi, options, budget)
+        relu = options.relu
+        self.bounder = Bounder(net, spec, root, torch.float32 if relu.search_float32 else None)
+        self.layout = self.bounder.layout
+        n_boxes, rows, total = lo.shape[0], spec.C.shape[0], self.layout.total
+        self.store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
+        device = lo.device
+        b = self.bounder
+        first = SplitDomains(
+            key=lo.new_full((n_boxes,), -torch.inf), depth=torch.zeros(n_boxes, dtype=torch.long, device=device),
+            splits=torch.zeros(n_boxes, total, dtype=torch.int8, device=device),
+            box=torch.arange(n_boxes, device=device),
+            alpha=(b.u0 >= -b.l0).to(self.store).unsqueeze(1).expand(n_boxes, rows, total),
+            beta=torch.zeros(n_boxes, rows, total, dtype=self.store, device=device),
+            open=torch.ones(n_boxes, spec.n_groups, dtype=torch.bool, device=device), lo=b.l0, hi=b.u0,
+            after=torch.full((n_boxes,), len(self.layout.relus), dtype=torch.long, device=device))
+        cap = domain_cap(options, total * (1 + 8 * rows + 2 * lo.element_size()) + 80 + spec.n_groups)
+        self.pool: Pool[SplitDomains] = Pool(first, cap)
+        self.given_up = torch.zeros(n_boxes, dtype=torch.bool, device=device)  # or undecided
+        self.spent = torch.zeros(n_boxes, dtype=torch.long, device=device)
+        self.rounds = 0
+
+    def run(self) -> BoxesOutcome:
+        while len(self.pool):
+            if self.budget.expired:
+                return self._open(f"timeout after {self.stats.domains} domains, {len(self.pool)} open")
+            cex = self._round()
+            if cex is not None:
+                return BoxesOutcome(cex, self._open("").open_boxes, "")
+            if len(self.pool) > self.pool.cap:
+                return self._open(f"domain cap {self.pool.cap} reached after {self.stats.domains} domains, "
+                                  f"{len(self.pool)} open")
+        if bool(self.given_up.any()):
+            return self._open(f"{self.stats.undecided} fully split domain(s) not decided by the leaf LP after "
+                              f"{self.stats.domains} domains" if self.box_domains is None else
+                              f"{int(self.given_up.sum())} box(es) given up or undecided")
+        return self._open("")
+
+    def _open(self, reason: str) -> BoxesOutcome:
+        left = self.given_up.clone()
+        left[self.pool.domains.box] = True
         return BoxesOutcome(None, left, reason)
 
-    while pool["key"].shape[0]:
-        if budget.expired:
-            return still_open(f"timeout after {stats.domains} domains, {pool['key'].shape[0]} open")
-        n = pool["key"].shape[0]
-        size = min(options.relu_batch_size, n)
-        if n <= cap // 2 and breadth_first:
-            order = torch.argsort(pool["key"])
-            idx = order[torch.argsort(pool["depth"][order], stable=True)[:size]]
-        elif n <= cap // 2:
-            idx = torch.topk(pool["key"], size, largest=False).indices
-        else:
-            idx = torch.arange(n - size, n, device=device)
-        keep = torch.ones(n, dtype=torch.bool, device=device)
-        keep[idx] = False
-        d = {k: v[idx] for k, v in pool.items()}
-        pool = {k: v[keep] for k, v in pool.items()}
-        iters = options.alpha_iterations if first else options.beta_iterations
-        first = False
-        stats.domains += size
-        stats.batches += 1
-        if options.refine_intermediate:
-            d["lo"], d["hi"] = bounder.refine(d["lo"], d["hi"], d["box"], d["after"], budget)
-            # Bounds that cross (beyond rounding) mean the splits contradict each other: empty.
-            gap = d["lo"] - d["hi"] - PROOF_TOLERANCE * (1 + d["lo"].abs() + d["hi"].abs())
-            feasible = ~(gap > 0).any(dim=1)
-            if not bool(feasible.all()):
-                stats.empty += int((~feasible).sum())
-                d = {k: v[feasible] for k, v in d.items()}
-                if d["key"].shape[0] == 0:
-                    continue
-        lower, a_x, coef, alpha, beta = bounder.bound(d["lo"], d["hi"], d["splits"], d["box"],
-                                                      d["alpha"].to(dtype), d["beta"].to(dtype), d["open"],
-                                                      iters, lr, budget)
-        if box_domains is not None:
-            spent += torch.bincount(d["box"], minlength=n_boxes)
-            over = spent > box_domains
-            if bool(over.any()):
-                undecided_boxes |= over
-                left = ~over[pool["box"]]
-                pool = {k: v[left] for k, v in pool.items()}
-        dm = spec.disjunct_margins(lower)
-        unclosed = d["open"] & ~(dm > 0)
-        todo = unclosed.any(dim=1)
-        if box_domains is not None:
-            todo &= ~undecided_boxes[d["box"]]
-        if not bool(todo.any()):
-            continue
-        sel = todo.nonzero().flatten()
-        d = {k: v[sel] for k, v in d.items()}
-        lower, a_x, coef, alpha, beta = lower[sel], a_x[sel], coef[sel], alpha[sel], beta[sel]
-        unclosed, dm = unclosed[sel], dm[sel]
-        cex = falsify.search(corner_points(a_x, lo[d["box"]], hi[d["box"]], spec.group, k_groups, unclosed))
+    def _round(self) -> Counterexample | None:
+        """One batch: select, refine, bound, prune, falsify, branch."""
+        d = self.pool.pop(self.options.relu.batch_size, shallow_first=self.box_domains is not None)
+        iterations = self.options.alpha_iterations if self.rounds == 0 else self.options.relu.beta_iterations
+        self.rounds += 1
+        self.stats.domains += len(d)
+        self.stats.batches += 1
+        if self.options.relu.refine_intermediate:
+            d = self._refine(d)
+            if not len(d):
+                return None
+        lr = (self.options.lr_alpha, self.options.relu.lr_beta)
+        res = self.bounder.bound(d, iterations, lr, self.budget)
+        d, res, unclosed = self._prune(d, res)
+        if not len(d):
+            return None
+        cex = self.falsify.search(corner_points(res.coef, self.lo[d.box], self.hi[d.box], self.spec.group,
+                                                self.spec.n_groups, unclosed))
         if cex is not None:
-            return BoxesOutcome(cex, still_open("").open_boxes, "")
-        neuron = _branch(d["lo"], d["hi"], d["splits"], coef)
+            return cex
+        return self._branch(d, res, unclosed)
+
+    def _refine(self, d: SplitDomains) -> SplitDomains:
+        """The domains' intermediate bounds refined; those whose bounds cross (beyond rounding:
+        the splits contradict each other) are empty and closed."""
+        d = self.bounder.refine(d, self.budget)
+        gap = d.lo - d.hi - PROOF_TOLERANCE * (1 + d.lo.abs() + d.hi.abs())
+        feasible = ~(gap > 0).any(dim=1)
+        if not bool(feasible.all()):
+            self.stats.empty += int((~feasible).sum())
+            d = d.take(feasible)
+        return d
+
+    def _prune(self, d: SplitDomains, res: Bounded) -> tuple[SplitDomains, Bounded, torch.Tensor]:
+        """Drop the proved domains (and, with many boxes, those of boxes given up); returns the
+        rest, their bounds and their disjuncts still open ``[B, K]``."""
+        if self.box_domains is not None:
+            n_boxes = self.given_up.shape[0]
+            self.spent += torch.bincount(d.box, minlength=n_boxes)
+            over = self.spent > self.box_domains
+            if bool(over.any()):
+                self.given_up |= over
+                self.pool.drop(~over[self.pool.domains.box])
+        unclosed = d.open & ~(self.spec.disjunct_margins(res.lower) > 0)
+        todo = unclosed.any(dim=1)
+        if self.box_domains is not None:
+            todo &= ~self.given_up[d.box]
+        sel = todo.nonzero().flatten()
+        return d.take(sel), res.take(sel), unclosed[sel]
+
+    def _branch(self, d: SplitDomains, res: Bounded, unclosed: torch.Tensor) -> Counterexample | None:
+        """Split each domain on its best neuron into two children; decide fully split leaves."""
+        neuron = choose_neuron(d, res.babsr)
         leaf = neuron < 0
         if bool(leaf.any()):
-            for j in leaf.nonzero().flatten().tolist():
-                proved, cex = (_leaf_lp(bounder, falsify, d["lo"][j], d["hi"][j], d["splits"][j], int(d["box"][j]),
-                                        unclosed[j])
-                               if exact and options.leaf_lp else (False, None))
-                if cex is not None:
-                    return BoxesOutcome(cex, still_open("").open_boxes, "")
-                if not proved:
-                    stats.undecided += 1
-                    undecided_boxes[d["box"][j]] = True
+            cex = self._leaves(d.take(leaf), unclosed[leaf])
+            if cex is not None:
+                return cex
             go = ~leaf
-            d = {k: v[go] for k, v in d.items()}
-            alpha, beta, unclosed, dm, neuron = alpha[go], beta[go], unclosed[go], dm[go], neuron[go]
+            d, res, unclosed, neuron = d.take(go), res.take(go), unclosed[go], neuron[go]
         if neuron.numel() == 0:
-            continue
-        r = torch.arange(neuron.numel(), device=device)
-        active = d["splits"].clone()
-        active[r, neuron] = 1
-        inactive = d["splits"].clone()
-        inactive[r, neuron] = -1
-        key = torch.where(unclosed, dm, torch.full_like(dm, torch.inf)).amin(dim=1)
-        depth = d["depth"] + 1
+            return None
+        r = torch.arange(neuron.numel(), device=neuron.device)
+        active, inactive = d.splits.clone(), d.splits.clone()
+        active[r, neuron], inactive[r, neuron] = 1, -1
         splits = torch.cat([active, inactive])
+        margins = self.spec.disjunct_margins(res.lower)
+        key = torch.where(unclosed, margins, torch.full_like(margins, torch.inf)).amin(dim=1)
+        starts = torch.tensor(self.layout.offsets, device=neuron.device)
         layer = torch.searchsorted(starts, neuron, right=True) - 1
-        c_lo, c_hi = _clamp(torch.cat([d["lo"], d["lo"]]), torch.cat([d["hi"], d["hi"]]), splits)
-        children = {"splits": splits, "box": torch.cat([d["box"], d["box"]]),
-                    "alpha": torch.cat([alpha, alpha]).to(store), "beta": torch.cat([beta, beta]).to(store),
-                    "open": torch.cat([unclosed, unclosed]), "key": torch.cat([key, key]),
-                    "depth": torch.cat([depth, depth]), "lo": c_lo, "hi": c_hi, "after": torch.cat([layer, layer])}
-        pool = {k: torch.cat([v, children[k]]) for k, v in pool.items()}
-        stats.max_depth = max(stats.max_depth, int(depth.max()))
-        stats.max_open = max(stats.max_open, pool["key"].shape[0])
-        if pool["key"].shape[0] > cap:
-            return still_open(f"domain cap {cap} reached after {stats.domains} domains, "
-                              f"{pool['key'].shape[0]} open")
-    if bool(undecided_boxes.any()):
-        return still_open(f"{stats.undecided} fully split domain(s) not decided by the leaf LP "
-                          f"after {stats.domains} domains" if box_domains is None else
-                          f"{int(undecided_boxes.sum())} box(es) given up or undecided")
-    return still_open("")
+        lo, hi = _clamp(torch.cat([d.lo, d.lo]), torch.cat([d.hi, d.hi]), splits)
+        children = SplitDomains(
+            key=torch.cat([key, key]), depth=torch.cat([d.depth + 1, d.depth + 1]), splits=splits,
+            box=torch.cat([d.box, d.box]), alpha=torch.cat([res.alpha, res.alpha]).to(self.store),
+            beta=torch.cat([res.beta, res.beta]).to(self.store), open=torch.cat([unclosed, unclosed]),
+            lo=lo, hi=hi, after=torch.cat([layer, layer]))
+        self.pool.push(children)
+        self.stats.max_depth = max(self.stats.max_depth, int(children.depth.max()))
+        self.stats.max_open = max(self.stats.max_open, len(self.pool))
+        return None
+
+    def _leaves(self, d: SplitDomains, unclosed: torch.Tensor) -> Counterexample | None:
+        """Fully split domains: linear on their regions, decided by an exact LP."""
+        for j in range(len(d)):
+            proved, cex = (decide_leaf(self.bounder, self.falsify, d.take(slice(j, j + 1)), unclosed[j])
+                           if self.exact and self.options.relu.leaf_lp else (False, None))
+            if cex is not None:
+                return cex
+            if not proved:
+                self.stats.undecided += 1
+                self.given_up[d.box[j]] = True
+        return None

@@ -108,7 +108,7 @@ def _record(row: _Row, verdicts: list[Verdict], seconds: float) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     from certify.api import resolve_device
-    from certify.engines.base import Budget
+    from certify.budget import Budget
     from certify.fuzz import FuzzOptions, fuzz_instances
 
     if not args.budget > 0:

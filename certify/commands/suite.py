@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TextIO
 
 from certify.commands.common import Exit, add_device_option
-from certify.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,11 +98,15 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from certify.suite import (ResultsStore, SuiteOptions, format_summary, fuzz_first_available,
-                               read_instances, run_suite, write_vnncomp_csv)
+    from certify.suite import (
+        ResultsStore,
+        SuiteOptions,
+        format_summary,
+        read_instances,
+        run_suite,
+        write_vnncomp_csv,
+    )
 
-    if args.fuzz_first and not fuzz_first_available():
-        raise UsageError("--fuzz-first needs the batched falsifier (certify.fuzz), which is not installed")
     options = SuiteOptions(solver=args.solver, engine=args.engine, device=args.device, workers=args.workers,
                            timeout=args.timeout, timeout_scale=args.timeout_scale, grace=args.grace,
                            threads=args.threads, fuzz_first=args.fuzz_first)

@@ -19,11 +19,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from certify.bab.common import ENGINE, BaBOptions
+from certify.bab.common import ENGINE
+from certify.bab.options import BaBOptions
 from certify.bounds import CROWN_RULES, IBP_RULES
-from certify.engines.base import Budget, Capabilities, Support, supports_ops
+from certify.budget import Budget
+from certify.engines.base import Capabilities, Support, supports_ops
 from certify.network import AFFINE_OPS, Op
 from certify.numeric import guarded
+from certify.options import from_mapping
 from certify.problem import Problem
 from certify.verdict import Verdict
 
@@ -59,6 +62,13 @@ class BaBEngine:
     def available(self) -> Support:
         return Support(True)
 
+    def complete_for(self, problem: Problem) -> bool:
+        """Input splitting is complete on piecewise-linear nets (small boxes make them linear);
+        ReLU splitting too, except with max pooling, whose fully split leaves stay relaxed."""
+        if not bool(self.supports(problem)) or not problem.network.is_piecewise_linear:
+            return False
+        return select_mode(problem, self.options) == "input" or Op.MAXPOOL not in problem.network.ops()
+
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)
 
@@ -76,5 +86,5 @@ class BaBEngine:
 
 
 def make_engine(options: Mapping[str, Any]) -> BaBEngine:
-    """The registry's factory: ``options`` are :class:`BaBOptions` fields."""
-    return BaBEngine(BaBOptions(**dict(options)))
+    """The registry's factory: ``options`` are :class:`BaBOptions` fields, groups as mappings."""
+    return BaBEngine(from_mapping(BaBOptions, options, "bab"))

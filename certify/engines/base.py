@@ -1,15 +1,18 @@
-"""The engine contract (the budget lives in :mod:`certify.budget`; re-exported here)."""
+"""The engine contract: what an engine declares it can do, and the ``check`` it offers."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from certify.budget import Budget, OutOfTime
+from certify.budget import Budget
+from certify.encode import encodable
+from certify.errors import SolverUnavailable
 from certify.problem import Problem
 from certify.verdict import Verdict
 
-__all__ = ["Budget", "Capabilities", "Engine", "OutOfTime", "Support", "supports_ops"]
+__all__ = ["Capabilities", "Engine", "Support", "check_modules", "require_modules", "supports_encoding", "supports_ops"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,11 @@ class Support:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine can conclude: ``complete`` engines decide every supported problem."""
+    """What an engine can conclude: ``proves`` (may answer HOLDS), ``falsifies`` (may answer
+    VIOLATED), ``complete`` (decides some class of problems given time: which ones,
+    :meth:`Engine.complete_for` says), the ops it has rules for and the pip extra that installs
+    its optional dependency.  The portfolio holds engines to them: a HOLDS from an engine that
+    does not prove, or a VIOLATED from one that does not falsify, is withdrawn as a bug."""
 
     proves: bool
     falsifies: bool
@@ -46,6 +53,10 @@ class Engine(Protocol):
     def supports(self, problem: Problem) -> Support:
         ...
 
+    def complete_for(self, problem: Problem) -> bool:
+        """Whether, given enough time, the engine decides ``problem`` (never UNKNOWN)."""
+        ...
+
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         ...
 
@@ -58,4 +69,30 @@ def supports_ops(engine_name: str, ops: frozenset[str], problem: Problem) -> Sup
         return Support(False, f"{engine_name} needs a converted model ({reason})")
     if missing:
         return Support(False, f"{engine_name} has no rule for op(s) {', '.join(missing)}")
+    return Support(True)
+
+
+def check_modules(modules: tuple[tuple[str, str], ...], extra: str) -> Support:
+    """Support(True) when every module imports, else why not and which extra installs it."""
+    for module, package in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return Support(False, f"{package} is not installed: pip install 'certify[{extra}]'")
+    return Support(True)
+
+
+def require_modules(engine: str, modules: tuple[tuple[str, str], ...], extra: str) -> None:
+    """Raise :class:`SolverUnavailable` when one of ``modules`` cannot be imported."""
+    for module, package in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise SolverUnavailable(engine, package, extra) from None
+
+
+def supports_encoding(engine: str, problem: Problem) -> Support:
+    missing = encodable(problem)
+    if missing:
+        return Support(False, f"{engine} has no exact linear encoding for op(s) {', '.join(missing)}")
     return Support(True)

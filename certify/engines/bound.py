@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 
-from certify.bounds import CROWN_RULES, IBP_RULES, AlphaOptions, alpha_crown_objective, crown_bounds, crown_objective, \
-    ibp, ibp_objective, input_bounds
-from certify.engines.base import Budget, Capabilities, Support, supports_ops
-from certify.engines.spec_matrix import SpecMatrix
+from certify.bounds import (
+    CROWN_RULES,
+    IBP_RULES,
+    AlphaOptions,
+    alpha_crown_objective,
+    crown_bounds,
+    crown_objective,
+    ibp,
+    ibp_objective,
+    input_bounds,
+)
+from certify.budget import Budget
+from certify.engines.base import Capabilities, Support, supports_ops
+from certify.errors import UsageError
 from certify.network import Op
 from certify.numeric import guarded
+from certify.options import from_mapping
 from certify.problem import Problem
+from certify.spec_matrix import SpecMatrix
 from certify.verdict import Status, Verdict, unknown
 
 #: The ops every bound method has rules for (interval and CROWN tables).
@@ -29,11 +41,14 @@ ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | 
 
 @dataclass(frozen=True, slots=True)
 class BoundOptions:
-    method: str = "crown"  # ibp | crown | alpha-crown
-    iterations: int = 40  # alpha-crown only
+    """``method`` (set by the engine's name); alpha-crown's ``iterations``, step ``lr`` and
+    ``shared_alpha`` (one slope per neuron for all spec rows); the ``dtype`` bounds use."""
+
+    method: Literal["ibp", "crown", "alpha-crown"] = "crown"
+    iterations: int = 40
     lr: float = 0.25
-    shared_alpha: bool = False  # alpha-crown only: one slope per neuron for all spec rows
-    dtype: str = "float64"
+    shared_alpha: bool = False
+    dtype: Literal["float64", "float32"] = "float64"
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -85,10 +100,15 @@ class BoundEngine:
 
     @classmethod
     def from_options(cls, method: str, options: Mapping[str, Any]) -> BoundEngine:
-        return cls(BoundOptions(method=method, **dict(options)))
+        if "method" in options:
+            raise UsageError(f"{method}: 'method' is the engine's name, not an option")
+        return cls(replace(from_mapping(BoundOptions, options, method), method=method))
 
     def available(self) -> Support:
         return Support(True)
+
+    def complete_for(self, problem: Problem) -> bool:
+        return False
 
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from certify.engines.base import Budget, Capabilities, Support, supports_ops
+from certify.budget import Budget
+from certify.engines.base import Capabilities, Support, supports_ops
 from certify.fuzz.batch import fuzz_many
 from certify.fuzz.options import FuzzOptions
 from certify.network import FORWARD, Op
@@ -31,6 +32,9 @@ class FuzzEngine:
 
     def available(self) -> Support:
         return Support(True)
+
+    def complete_for(self, problem: Problem) -> bool:
+        return False
 
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)

@@ -23,20 +23,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
+from certify.budget import Budget
 from certify.encode import ConstraintSystem
-from certify.engines.base import Budget, Capabilities, Support
-from certify.engines.lp import CVXPY_MODULES, CVXPY_OPS, DisjunctResult, Model, build_system, check_modules, \
-    margin_tolerance, relaxation_model, require_modules, solve_disjuncts, supports_encoding
+from certify.engines.base import Capabilities, Support, check_modules, require_modules, supports_encoding
+from certify.falsify import check_candidate
+from certify.linprog import (
+    CVXPY_MODULES,
+    CVXPY_OPS,
+    DisjunctResult,
+    Model,
+    build_system,
+    margin_tolerance,
+    relaxation_model,
+    solve_disjuncts,
+)
 from certify.numeric import guarded
+from certify.options import from_mapping
 from certify.problem import Problem
-from certify.replay import clip_into_box, holds_float32_point, snap_into_box
-from certify.verdict import Counterexample, Status, Verdict, unknown
+from certify.verdict import Status, Verdict, unknown
 
 #: A disjunct is ruled out when the MILP's proven bound exceeds ``tolerance * (1 + max|b|)``.
 MILP_TOLERANCE = 1e-6
@@ -84,12 +93,11 @@ def milp_model(system: ConstraintSystem) -> Model:
             col += 1
         eq_rhs.append(1.0)
     total = n + n_int
-    model.n_int = n_int
-    model.meta["G_int"] = sp.csr_matrix((vals, (rows, cols)), shape=(m, total))
-    model.meta["h_int"] = np.asarray(rhs, dtype=np.float64)
+    model = replace(model, n_int=n_int, G_int=sp.csr_matrix((vals, (rows, cols)), shape=(m, total)),
+                    h_int=np.asarray(rhs, dtype=np.float64))
     if system.maxes:
-        model.A_eq_extra = sp.csr_matrix((eq_vals, (eq_rows, eq_cols)), shape=(len(system.maxes), total))
-        model.b_eq_extra = np.asarray(eq_rhs)
+        model = replace(model, A_eq_extra=sp.csr_matrix((eq_vals, (eq_rows, eq_cols)), shape=(len(system.maxes), total)),
+                        b_eq_extra=np.asarray(eq_rhs))
     return model
 
 
@@ -110,28 +118,7 @@ def region_model(system: ConstraintSystem, active: np.ndarray) -> Model:
         else:  # y <= 0 and x <= 0
             rows += [m, m + 1]; cols += [yi, xi]; vals += [1.0, 1.0]; m += 2
     g = sp.csr_matrix((vals, (rows, cols)), shape=(m, system.n))
-    model.A_ub = sp.vstack([model.A_ub, g]).tocsr()
-    model.b_ub = np.concatenate([model.b_ub, np.zeros(m)])
-    return model
-
-
-def check_candidate(problem: Problem, x: np.ndarray) -> Counterexample | None:
-    """``x`` snapped into the box (float32) if ``network.forward`` (float64) violates the problem.
-
-    A box that holds no float32 point is replayed in float64 (:mod:`certify.replay`): there ``x``
-    is clipped into the box in float64 instead of snapped to float32."""
-    if holds_float32_point(problem.box):
-        xc = snap_into_box(x, problem.box)
-        if not problem.box.contains(xc.astype(np.float64)):
-            return None
-    else:
-        xc = clip_into_box(x, problem.box)
-    net = problem.network.to(dtype=torch.float64)
-    with torch.no_grad():
-        y = net.forward(torch.as_tensor(xc.astype(np.float64))[None])[0].numpy().reshape(-1)
-    if problem.violation(y) <= 0.0:
-        return Counterexample(x=xc, y=y, replayed=False)
-    return None
+    return replace(model, A_ub=sp.vstack([model.A_ub, g]).tocsr(), b_ub=np.concatenate([model.b_ub, np.zeros(m)]))
 
 
 def decide(engine: str, problem: Problem, system: ConstraintSystem, results: list[DisjunctResult],
@@ -178,6 +165,10 @@ class MILPEngine:
     def available(self) -> Support:
         return check_modules(CVXPY_MODULES, "lp")
 
+    def complete_for(self, problem: Problem) -> bool:
+        """The MILP is exact for every network it encodes (ReLU, max pooling, affine ops)."""
+        return bool(self.supports(problem))
+
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
@@ -203,4 +194,4 @@ class MILPEngine:
 
 
 def make_engine(options: Mapping[str, Any]) -> MILPEngine:
-    return MILPEngine(MILPOptions(**dict(options)))
+    return MILPEngine(from_mapping(MILPOptions, options, "milp"))

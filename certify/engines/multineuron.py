@@ -31,11 +31,20 @@ import numpy as np
 import torch
 
 from certify.bounds import BackwardContext, Bounds, backward
+from certify.budget import Budget
 from certify.encode import ConstraintSystem, encode
-from certify.engines.base import Budget, Capabilities, Support
-from certify.engines.lp import CVXPY_MODULES, CVXPY_OPS, LP_TOLERANCE, check_modules, problem_bounds, \
-    relaxation_model, relaxation_verdict, require_modules, solve_disjuncts, supports_encoding
+from certify.engines.base import Capabilities, Support, check_modules, require_modules, supports_encoding
+from certify.linprog import (
+    CVXPY_MODULES,
+    CVXPY_OPS,
+    LP_TOLERANCE,
+    problem_bounds,
+    relaxation_model,
+    relaxation_verdict,
+    solve_disjuncts,
+)
 from certify.numeric import guarded
+from certify.options import from_mapping
 from certify.problem import Problem
 from certify.verdict import Verdict
 
@@ -209,6 +218,9 @@ class MultiNeuronEngine:
     def available(self) -> Support:
         return check_modules(CVXPY_MODULES + (("scipy", "scipy"),), "lp")
 
+    def complete_for(self, problem: Problem) -> bool:
+        return False
+
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
 
@@ -225,4 +237,4 @@ class MultiNeuronEngine:
 
 
 def make_engine(options: Mapping[str, Any]) -> MultiNeuronEngine:
-    return MultiNeuronEngine(MultiNeuronOptions(**dict(options)))
+    return MultiNeuronEngine(from_mapping(MultiNeuronOptions, options, "multineuron"))

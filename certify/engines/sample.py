@@ -20,8 +20,9 @@ import torch
 
 from certify.budget import Budget
 from certify.engines.base import Capabilities, Support
-from certify.engines.spec_matrix import SpecMatrix
+from certify.options import from_mapping
 from certify.problem import Problem
+from certify.spec_matrix import SpecMatrix
 from certify.verdict import Counterexample, Status, Verdict, unknown
 
 #: The smallest step radius, relative to the box, before the local search restarts wide.
@@ -50,6 +51,9 @@ class SampleEngine:
 
     def available(self) -> Support:
         return Support(True)
+
+    def complete_for(self, problem: Problem) -> bool:
+        return False
 
     def supports(self, problem: Problem) -> Support:
         if not problem.network.is_opaque:
@@ -99,10 +103,7 @@ class _Search:
         with torch.no_grad():
             ys = net.forward(torch.as_tensor(xs).reshape(-1, *net.input_shape)).reshape(xs.shape[0], -1)
         self.count += xs.shape[0]
-        rows = ys.to(torch.float64) @ self.spec.C.T - self.spec.b  # [N, S]
-        per = rows.new_full((rows.shape[0], self.spec.n_groups), -torch.inf)
-        per = per.scatter_reduce(1, self.spec.group.unsqueeze(0).expand_as(rows), rows, reduce="amax")
-        violation = torch.nan_to_num(per.min(dim=1).values, nan=math.inf).numpy()
+        violation = self.spec.violation(ys).numpy()
         k = int(np.argmin(violation))
         if violation[k] <= 0:
             return Counterexample(xs[k].reshape(self.problem.box.shape), ys[k].numpy())
@@ -114,4 +115,4 @@ class _Search:
 
 
 def make_engine(options: Mapping[str, Any]) -> SampleEngine:
-    return SampleEngine(SampleOptions(**dict(options)))
+    return SampleEngine(from_mapping(SampleOptions, options, "sample"))

@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from certify.budget import Budget
 from certify.encode import ENCODABLE_OPS, ConstraintSystem
-from certify.engines.base import Budget, Capabilities, Support
-from certify.engines.lp import build_system, check_modules, require_modules, supports_encoding
-from certify.engines.milp import check_candidate
+from certify.engines.base import Capabilities, Support, check_modules, require_modules, supports_encoding
+from certify.falsify import check_candidate
+from certify.linprog import build_system
 from certify.numeric import guarded
+from certify.options import from_mapping
 from certify.problem import Problem
 from certify.verdict import Status, Verdict, unknown
 
@@ -62,6 +64,12 @@ def _modules(options: SMTOptions) -> tuple[tuple[str, str], ...]:
 
 def _q(value: float) -> Fraction:
     return Fraction(float(value))
+
+
+#: Intervals narrower than this keep their exact bounds: rounding them outward to multiples of
+#: ``2**-bits`` would let z3 move a variable the network holds fixed (an inactive ReLU's output)
+#: enough for its model to differ from the network's.
+_NARROW = 2.0**-8
 
 
 def _q_out(value: float, bits: int, up: bool) -> Fraction:
@@ -99,9 +107,13 @@ class Formula:
             return Plus([Times(Real(_q(c)), v[j]) if c != 1.0 else v[j] for j, c in terms])
 
         parts: list[Any] = []
+        exact = set(system.inputs.tolist())  # the input box as given: a model's input lies in it
         for i in range(system.n):
-            parts.append(GE(v[i], Real(_q_out(system.lower[i], bound_bits, False))))
-            parts.append(LE(v[i], Real(_q_out(system.upper[i], bound_bits, True))))
+            lo, hi = float(system.lower[i]), float(system.upper[i])
+            if i in exact or hi - lo < _NARROW:  # narrow intervals (a value held at 0) stay exact too
+                parts += [GE(v[i], Real(_q(lo))), LE(v[i], Real(_q(hi)))]
+            else:
+                parts += [GE(v[i], Real(_q_out(lo, bound_bits, False))), LE(v[i], Real(_q_out(hi, bound_bits, True)))]
         eq = system.eq
         for terms, rhs in zip(_linear_rows(eq.row, eq.col, eq.val, eq.shape[0]), eq.rhs.tolist()):
             parts.append(Equals(lin(terms), Real(_q(rhs))))
@@ -158,6 +170,10 @@ class SMTEngine:
 
     def available(self) -> Support:
         return check_modules(_modules(self.options), "smt")
+
+    def complete_for(self, problem: Problem) -> bool:
+        """The formula is exact in real arithmetic for every network it encodes."""
+        return bool(self.supports(problem))
 
     def supports(self, problem: Problem) -> Support:
         return supports_encoding(self.name, problem)
@@ -221,4 +237,4 @@ class SMTEngine:
 
 
 def make_engine(options: Mapping[str, Any]) -> SMTEngine:
-    return SMTEngine(SMTOptions(**dict(options)))
+    return SMTEngine(from_mapping(SMTOptions, options, "smt"))

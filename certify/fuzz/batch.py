@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.fuzz import strategies as st
 from certify.fuzz.objective import LaneObjective, Objective
 from certify.fuzz.options import FuzzOptions
@@ -41,7 +41,7 @@ from certify.fuzz.rng import Rng
 from certify.fuzz.stack import StackedNetwork, structure_key
 from certify.network import Network
 from certify.problem import Problem
-from certify.replay import Oracle, clip_into_box, holds_float32_point, replay
+from certify.replay import Oracle, replay
 from certify.verdict import Counterexample, Status, Verdict, unknown
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class BatchFuzzer:
         # A box without float32 points (an input fixed to 0.1, say) is collapsed to one float32
         # value just outside it (float32_box); such boxes are replayed in float64, so the hit
         # is moved into the box in float64 (the oracle's replay does the same).
-        xc = x32 if holds_float32_point(problem.box) else clip_into_box(x32, problem.box)
+        xc = x32 if problem.box.holds_float32_point else problem.box.clip(x32)
         y = self._net64[net](torch.from_numpy(xc.astype(np.float64))[None]).reshape(-1).numpy()
         if problem.violation(y) <= 0.0:
             return Counterexample(x=xc, y=y, replayed=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.fuzz.batch import BatchFuzzer, FuzzOutcome, FuzzStats
 from certify.fuzz.options import FuzzOptions
 from certify.fuzz.stack import structure_key

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.registry import make_engine
 from certify.lower import margin_halfspaces, robustness_box
 from certify.network import Network

@@ -60,7 +60,7 @@ def _ibp_avgpool(m: nn.AvgPool2d, mid: Tensor, rad: Tensor, trace: Trace) -> tup
     return m(mid), m(rad)  # a linear map with non-negative weights
 
 
-def _bn_affine(m: nn.modules.batchnorm._BatchNorm, mid: Tensor) -> tuple[Tensor, Tensor]:
+def _bn_affine(m: nn.BatchNorm1d | nn.BatchNorm2d, mid: Tensor) -> tuple[Tensor, Tensor]:
     """BatchNorm as ``x * scale + shift`` with per-channel vectors broadcast to ``mid``.
 
     In training mode the statistics are those of the box centres of the batch.

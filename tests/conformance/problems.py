@@ -11,14 +11,14 @@ places it.
 
 The exact solve is :func:`brute_force_margin` (enumerate the activation patterns of the
 neurons that interval arithmetic cannot fix, one LP per linear region; independent of
-``certify.encode``) when a net has at most ``BRUTE_FORCE_MAX`` such neurons, else the ``milp``
-engine's MILP.  ``Case.truth_source`` records which.
+``certify.encode``) when a net has at most ``BRUTE_FORCE_MAX`` such neurons, else the big-M
+MILP of :mod:`tests.referee` over scipy's HiGHS (independent of certify's ``milp`` engine, which
+is judged against it).  ``Case.truth_source`` records which.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from certify.network import Network, Node, Op
 from certify.problem import Box, HalfSpaces, Problem
 from certify.verdict import Status
+from tests.referee import milp_minimum
 
 #: Nets with at most this many interval-unstable neurons get the brute-force ground truth.
 BRUTE_FORCE_MAX = 9
@@ -37,7 +38,7 @@ class Case:
     problem: Problem
     expected: Status
     margins: tuple[float, ...]  # exact t*_k per disjunct (negative: that disjunct is reachable)
-    truth_source: str  # "brute-force" or "milp"
+    truth_source: str  # "brute-force" or "scipy-milp"
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (W [n_out, n_in], b) per linear layer
 
 
@@ -63,7 +64,8 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32).astype(np.float64)
 
 
-def random_layers(rng: np.random.Generator, n_in: int, widths: list[int], n_out: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def random_layers(rng: np.random.Generator, n_in: int, widths: list[int],
+                  n_out: int) -> list[tuple[np.ndarray, np.ndarray]]:
     sizes = [n_in, *widths, n_out]
     return [(_f32(rng.normal(size=(o, i)) / np.sqrt(i)), _f32(0.3 * rng.normal(size=o)))
             for i, o in zip(sizes[:-1], sizes[1:])]
@@ -138,28 +140,27 @@ def brute_force_margin(layers, box: Box, hs: HalfSpaces) -> float:
     return best
 
 
-def milp_margin(problem: Problem) -> float:
-    """Exact ``min max_i (A_i y - b_i)`` of the problem's single disjunct by the milp model."""
-    from certify.engines.lp import build_system, solve_disjuncts
-    from certify.engines.milp import milp_model
-
-    system = build_system(problem)
-    (res,) = solve_disjuncts(milp_model(system), "highs", time.monotonic() + 600)
-    if not np.isfinite(res.bound):
-        raise RuntimeError(f"milp did not solve a ground-truth problem: {res.status}")
-    return res.value
+def referee_margin(layers, box: Box, hs: HalfSpaces) -> float:
+    """Exact ``min_{x in box} max_i (A_i net(x) - b_i)`` by the scipy big-M MILP of
+    :mod:`tests.referee` (independent of every certify engine)."""
+    value = milp_minimum([(w.T, b) for w, b in layers], box.lower, box.upper, hs.A, hs.b)
+    if value is None:
+        raise RuntimeError(f"the scipy MILP referee did not solve a ground-truth problem ({hs.A.shape[0]} rows)")
+    return value
 
 
-def random_case(seed: int) -> Case:
+def random_case(seed: int, easy: bool = False) -> Case:
+    """The case of ``seed``; ``easy``: a tiny net on a narrow box with margins of 1-2 output
+    standard deviations, where even interval arithmetic proves some holding cases."""
     rng = np.random.default_rng(seed)
-    tiny = seed % 3 == 0
+    tiny = easy or seed % 3 == 0
     n_in = int(rng.integers(2, 4 if tiny else 6))
     depth = int(rng.integers(1, 3 if tiny else 4))
     widths = [int(rng.integers(3, 6 if tiny else 21)) for _ in range(depth)]
     n_out = int(rng.integers(2, 5))
     layers = random_layers(rng, n_in, widths, n_out)
     center = rng.uniform(-1, 1, size=n_in)
-    half = rng.uniform(0.05, 0.6 if tiny else 0.4, size=n_in)
+    half = rng.uniform(0.05, 0.6 if tiny else 0.4, size=n_in) * (0.05 if easy else 1.0)
     box = Box(_f32(center - half), _f32(center + half))
     net = relu_network(layers, f"conf{seed}")
     ys = forward(layers, rng.uniform(box.lower, box.upper, size=(256, n_in)))
@@ -187,8 +188,8 @@ def random_case(seed: int) -> Case:
         if use_brute:
             t0 = brute_force_margin(layers, box, hs)
         else:
-            t0 = milp_margin(Problem(net, box, (hs,)))
-        target = float(rng.uniform(0.05, 0.4)) * scale
+            t0 = referee_margin(layers, box, hs)
+        target = float(rng.uniform(1.0, 2.0) if easy else rng.uniform(0.05, 0.4)) * scale
         if not holds and (k == bad or rng.random() < 0.3):
             target = -target
         # t*(b + c) = t0 - c, so c = t0 - target puts t* at target (float32 rounding of the
@@ -198,13 +199,13 @@ def random_case(seed: int) -> Case:
         unsafe.append(hs_new)
         margins.append(float(t_new))
     expected = Status.HOLDS if all(m > 0 for m in margins) else Status.VIOLATED
-    problem = Problem(net, box, tuple(unsafe), name=f"conformance-{seed}")
-    return Case(problem, expected, tuple(margins), "brute-force" if use_brute else "milp", tuple(layers))
+    problem = Problem(net, box, tuple(unsafe), name=f"conformance-{'easy-' if easy else ''}{seed}")
+    return Case(problem, expected, tuple(margins), "brute-force" if use_brute else "scipy-milp", tuple(layers))
 
 
-def make_cases(n: int, seed: int = 0) -> list[Case]:
+def make_cases(n: int, seed: int = 0, easy: bool = False) -> list[Case]:
     """``n`` cases from consecutive seeds (deterministic)."""
-    return [random_case(seed + i) for i in range(n)]
+    return [random_case(seed + i, easy) for i in range(n)]
 
 
 #: The kinds of :func:`extreme_case`: where the extreme magnitude sits.

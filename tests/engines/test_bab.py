@@ -1,9 +1,9 @@
 """The ``bab`` engine against an exact oracle on small random ReLU networks.
 
-The oracle is a big-M MILP (scipy's HiGHS) over the exact network: with pre-activation bounds
-from interval arithmetic, every ReLU is encoded exactly by one binary, so the minimum of each
-disjunct's worst row over the box is computed exactly (up to the solver's tolerances; problems
-whose optimum lies within 1e-4 of the threshold are skipped as ambiguous).
+The oracle is :func:`tests.referee.milp_minimum`, a big-M MILP (scipy's HiGHS) over the exact
+network that shares no code with certify: the minimum of each disjunct's worst row over the box
+is computed exactly (up to the solver's tolerances; problems whose optimum lies within 1e-4 of
+the threshold are skipped as ambiguous).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from certify.budget import Budget
 from certify.engines.bab import make_engine, select_mode
-from certify.engines.base import Budget
+from certify.errors import UsageError
 from certify.network import Network, Node, Op
 from certify.problem import Box, HalfSpaces, Problem
 from certify.verdict import Status
-
+from tests.referee import milp_minimum
 
 ARCHS = ((2, 8, 8, 2), (3, 6, 6, 2), (2, 6, 6, 6, 3), (4, 5, 5, 2))
 AMBIGUOUS = 1e-4
@@ -43,69 +44,6 @@ def relu_net(seed: int, sizes: tuple[int, ...]) -> tuple[Network, list[tuple[np.
     # The oracle works on the float32 weights the network really has.
     layers = [(np.float64(np.float32(w)), np.float64(np.float32(b))) for w, b in layers]
     return Network(tuple(nodes), output=prev, name=f"relu-{seed}"), layers
-
-
-def milp_minimum(layers: list[tuple[np.ndarray, np.ndarray]], lo: np.ndarray, hi: np.ndarray,
-                 A: np.ndarray, b: np.ndarray) -> float | None:
-    """Exact ``min_x max_i (A_i net(x) - b_i)`` over the box ``[lo, hi]`` by a big-M MILP
-    (None if HiGHS fails to solve it)."""
-    from scipy.optimize import Bounds as VarBounds, LinearConstraint, milp
-
-    # Variables: x, then per hidden layer (z, a, d), then the output y, then t.
-    names: list[tuple[str, int]] = []
-    var_lo: list[float] = []
-    var_hi: list[float] = []
-    integrality: list[int] = []
-
-    def add(kind: str, count: int, lower: np.ndarray, upper: np.ndarray, integer: int = 0) -> int:
-        start = len(names)
-        names.extend((kind, i) for i in range(count))
-        var_lo.extend(lower.tolist())
-        var_hi.extend(upper.tolist())
-        integrality.extend([integer] * count)
-        return start
-
-    x0 = add("x", lo.size, lo, hi)
-    rows: list[tuple[dict[int, float], float, float]] = []
-    prev, prev_lo, prev_hi = list(range(x0, x0 + lo.size)), lo, hi
-    for k, (w, bias) in enumerate(layers):
-        mid, rad = (prev_lo + prev_hi) / 2, (prev_hi - prev_lo) / 2
-        z_lo = mid @ w + bias - rad @ np.abs(w) - 1e-6
-        z_hi = mid @ w + bias + rad @ np.abs(w) + 1e-6
-        z0 = add(f"z{k}", w.shape[1], z_lo, z_hi)
-        for j in range(w.shape[1]):  # z_j = sum_i w_ij prev_i + bias_j
-            coef = {prev[i]: w[i, j] for i in range(w.shape[0])}
-            coef[z0 + j] = -1.0
-            rows.append((coef, -bias[j], -bias[j]))
-        if k == len(layers) - 1:
-            out = list(range(z0, z0 + w.shape[1]))
-            break
-        a_hi = np.maximum(z_hi, 0)
-        a0 = add(f"a{k}", w.shape[1], np.zeros(w.shape[1]), a_hi)
-        d0 = add(f"d{k}", w.shape[1], np.zeros(w.shape[1]), np.ones(w.shape[1]), integer=1)
-        for j in range(w.shape[1]):
-            z, a, d = z0 + j, a0 + j, d0 + j
-            rows.append(({a: 1.0, z: -1.0}, 0.0, np.inf))  # a >= z
-            rows.append(({a: 1.0, z: -1.0, d: -z_lo[j]}, -np.inf, -z_lo[j]))  # a <= z - l (1 - d)
-            rows.append(({a: 1.0, d: -max(z_hi[j], 0.0)}, -np.inf, 0.0))  # a <= u d
-        prev, prev_lo, prev_hi = list(range(a0, a0 + w.shape[1])), np.maximum(z_lo, 0), a_hi
-    t = add("t", 1, np.array([-1e6]), np.array([1e6]))
-    for i in range(A.shape[0]):  # A_i y - b_i <= t
-        coef = {out[j]: A[i, j] for j in range(A.shape[1])}
-        coef[t] = -1.0
-        rows.append((coef, -np.inf, b[i]))
-    mat = np.zeros((len(rows), len(names)))
-    for r, (coef, _, _) in enumerate(rows):
-        for col, v in coef.items():
-            mat[r, col] += v
-    cost = np.zeros(len(names))
-    cost[t] = 1.0
-    for options in ({"mip_rel_gap": 1e-9}, {"mip_rel_gap": 1e-9, "presolve": False}):
-        res = milp(cost, constraints=LinearConstraint(mat, [r[1] for r in rows], [r[2] for r in rows]),
-                   integrality=np.array(integrality), bounds=VarBounds(var_lo, var_hi), options=options)
-        if res.status == 0:
-            return float(res.fun)
-    return None  # HiGHS occasionally reports a solve error; such problems are skipped
 
 
 def random_problem(seed: int) -> tuple[Problem, bool] | None:
@@ -164,26 +102,26 @@ def random_problems() -> list[tuple[Problem, bool]]:
 
 
 #: Fewer optimizer steps than the defaults keep CI fast; soundness does not depend on them.
-FAST = {"alpha_iterations": 5, "attack_restarts": 0}
+FAST = {"alpha_iterations": 5, "relu": {"attack_restarts": 0}}
 
 
 #: Input splitting that tightens every unproved sub-box's intermediate bounds with alpha-CROWN
 #: (by default only sub-boxes with 32+ unstable ReLUs are, which these small nets never have).
-TIGHTEN_ALL = {"tighten_iterations": 3, "tighten_unstable": 0, "tighten_every": 1}
+TIGHTEN_ALL = {"input": {"tighten": {"iterations": 3, "unstable": 0, "every": 1}}}
 #: Input splitting that hands every unproved sub-box to ReLU splitting (several boxes per batch,
 #: each given up after 4 domains and handed again one depth later): the hybrid path, with boxes
 #: proved there and boxes returned to input splitting.
-HYBRID = {"relu_depth": 1, "relu_every": 1, "relu_max_unstable": 10_000, "relu_box_domains": 4}
+HYBRID = {"hand_over": {"depth": 1, "every": 1, "max_unstable": 10_000, "box_domains": 4}}
 
 
 #: ReLU splitting as it was before per-domain refinement and the float32 search: every domain
 #: keeps its root's bounds, clamped by its splits, and alphas and betas are searched in float64.
-RELU_PLAIN = {"refine_intermediate": False, "search_float32": False}
+RELU_PLAIN = {"relu": {"refine_intermediate": False, "search_float32": False, "attack_restarts": 0}}
 
 
 #: ReLU splitting one disjunct at a time from the start (by default only after a joint search
 #: that did not settle the problem).
-PER_DISJUNCT = {"joint_share": 0.0}
+PER_DISJUNCT = {"relu": {"joint_share": 0.0, "attack_restarts": 0}}
 
 
 @pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("relu", {}, ""),
@@ -222,8 +160,8 @@ def test_domain_cap_and_timeout_give_unknown_with_reason(
     # (Chosen by input splitting, which is quick on these nets.)
     problem = next(p for p, bad in random_problems if not bad
                    and make_engine({"mode": "input", **FAST}).check(p, Budget.seconds(20)).stats["domains"] >= 64)
-    capped = make_engine({"mode": mode, **FAST, "max_domains": 2, "batch_size": 1, "relu_batch_size": 1,
-                          "alpha_iterations": 0, "beta_iterations": 0})
+    capped = make_engine({"mode": mode, "max_domains": 2, "alpha_iterations": 0, "input": {"batch_size": 1},
+                          "relu": {"batch_size": 1, "beta_iterations": 0, "attack_restarts": 0}})
     verdict = capped.check(problem, Budget.seconds(20))
     assert verdict.status is Status.UNKNOWN
     assert "domain cap 2 reached" in verdict.reason
@@ -242,8 +180,13 @@ def test_mode_selection_and_options() -> None:
     assert select_mode(Problem(wide, box(40), unsafe), engine.options) == "relu"
     assert select_mode(Problem(wide, box(40), unsafe), make_engine({"mode": "input"}).options) == "input"
     assert engine.capabilities.complete and engine.capabilities.falsifies
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="bab.mode: 'sideways' is not one of"):
         make_engine({"mode": "sideways"})
+    with pytest.raises(UsageError, match="bab.relu: unknown option"):
+        make_engine({"relu": {"batchsize": 3}})
+    with pytest.raises(UsageError, match="bab.relu.batch_size: 'many' is not an integer"):
+        make_engine({"relu": {"batch_size": "many"}})
+    assert make_engine({"relu": {"batch_size": 7}}).options.relu.batch_size == 7
 
 
 def test_input_mode_is_sound_on_tanh_networks() -> None:
@@ -278,9 +221,10 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
     root's alpha-CROWN slopes) keeps every pre-activation of every sampled point that satisfies
     the domain's splits inside the refined bounds, never loosens the clamped root bounds, and
     tightens some of them."""
-    from certify.bab.common import BaBOptions
-    from certify.bab.relu_split import _Bounder, _clamp, _Layout, _root_bounds
-    from certify.engines.spec_matrix import SpecMatrix
+    from certify.bab.domains import SplitDomains
+    from certify.bab.options import BaBOptions, ReluSplitOptions
+    from certify.bab.relu_split import Bounder, root_bounds
+    from certify.spec_matrix import SpecMatrix
 
     rng = np.random.default_rng(7)
     tightened = checked = 0
@@ -289,11 +233,12 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
         net = net.to(dtype=torch.float64)
         lo = torch.tensor(rng.uniform(-1, 0, size=(1, 4)))
         hi = lo + torch.tensor(rng.uniform(0.5, 1.5, size=(1, 4)))
-        root = _root_bounds(net, lo, hi, BaBOptions(intermediate_alpha_iterations=10 if root_slopes else 0))
+        options = BaBOptions(relu=ReluSplitOptions(intermediate_alpha_iterations=10 if root_slopes else 0))
+        root = root_bounds(net, lo, hi, options)
         assert bool(root.slopes) == root_slopes
-        layout = _Layout.of(net)
         problem = Problem(net, Box(lo[0].numpy(), hi[0].numpy()), (HalfSpaces(np.ones((1, 2)), np.zeros(1)),))
-        bounder = _Bounder(net, SpecMatrix.of(problem, torch.float64, "cpu"), root, layout)
+        bounder = Bounder(net, SpecMatrix.of(problem, torch.float64, "cpu"), root)
+        layout = bounder.layout
         # Split up to three unstable neurons of the first layer, at random.
         unstable = ((bounder.l0 < 0) & (bounder.u0 > 0))[0, :layout.sizes[0]].nonzero().flatten()
         if unstable.numel() == 0:
@@ -301,9 +246,14 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
         chosen = unstable[torch.randperm(unstable.numel(), generator=torch.Generator().manual_seed(seed))[:3]]
         splits = torch.zeros(1, layout.total, dtype=torch.int8)
         splits[0, chosen] = torch.tensor(rng.choice([-1, 1], size=chosen.numel()), dtype=torch.int8)
-        c_lo, c_hi = _clamp(bounder.l0, bounder.u0, splits)
-        box = torch.zeros(1, dtype=torch.long)
-        r_lo, r_hi = bounder.refine(c_lo, c_hi, box, torch.zeros(1, dtype=torch.long))
+        c_lo = torch.where(splits > 0, bounder.l0.clamp(min=0), bounder.l0)  # the splits applied
+        c_hi = torch.where(splits < 0, bounder.u0.clamp(max=0), bounder.u0)
+        zero = torch.zeros(1, dtype=torch.long)
+        domain = SplitDomains(key=torch.zeros(1), depth=zero, splits=splits, box=zero, alpha=torch.zeros(1, 1, layout.total),
+                              beta=torch.zeros(1, 1, layout.total), open=torch.ones(1, 1, dtype=torch.bool), lo=c_lo,
+                              hi=c_hi, after=zero)
+        refined = bounder.refine(domain)
+        r_lo, r_hi = refined.lo, refined.hi
         assert bool((r_lo >= c_lo).all() and (r_hi <= c_hi).all())
         tightened += int(((r_lo > c_lo + 1e-9) | (r_hi < c_hi - 1e-9)).sum())
         # Points of the box that satisfy the splits, and their pre-activations.

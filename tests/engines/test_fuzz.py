@@ -13,12 +13,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.registry import make_engine
 from certify.fuzz import BatchFuzzer, FuzzOptions, fuzz_grouped, fuzz_instances, fuzz_many
 from certify.fuzz import strategies as st
-from certify.fuzz.pool import SeedPool
 from certify.fuzz.objective import float32_box
+from certify.fuzz.pool import SeedPool
 from certify.fuzz.rng import Rng
 from certify.instance import Instance
 from certify.network import Network, Node, Op
@@ -37,6 +37,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def global_rng_untouched():
+    """Neither these tests nor the fuzzer draw from torch's global RNG: every draw has its own
+    generator, so results do not depend on which tests ran before."""
+    before = torch.random.get_rng_state()
+    yield
+    assert torch.equal(torch.random.get_rng_state(), before), "torch's global RNG was used"
 
 
 FAST = FuzzOptions(batch=256, pgd_steps=8, seed=1)
@@ -59,9 +68,20 @@ def mlp(layers: list[torch.nn.Linear], name: str = "mlp", in_shape: tuple[int, .
     return Network(tuple(nodes), prev, name)
 
 
-def planted(seed: int = 0) -> tuple[torch.nn.Sequential, Network]:
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+def linear(n_in: int, n_out: int, g: torch.Generator) -> torch.nn.Linear:
+    """A torch Linear with torch's default initial distribution (uniform in +-1/sqrt(n_in)),
+    drawn from ``g`` rather than the global RNG."""
+    layer = torch.nn.utils.skip_init(torch.nn.Linear, n_in, n_out)
+    bound = 1 / math.sqrt(n_in)
+    with torch.no_grad():
+        layer.weight.copy_((2 * torch.rand(n_out, n_in, generator=g) - 1) * bound)
+        layer.bias.copy_((2 * torch.rand(n_out, generator=g) - 1) * bound)
+    return layer
+
+
+def planted(seed: int = 0, hidden: int = 16) -> tuple[torch.nn.Sequential, Network]:
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(linear(3, hidden, g), torch.nn.ReLU(), linear(hidden, 2, g))
     return model, mlp([model[0], model[2]])
 
 
@@ -145,7 +165,7 @@ def test_lane_margin_and_its_slope_match_the_problems(seed: int, shared: bool) -
 
     rng = np.random.default_rng(seed)
     n_out = 4
-    net = mlp([torch.nn.Linear(2, n_out)])
+    net = mlp([linear(2, n_out, torch.Generator().manual_seed(seed))])
     pool_rows = rng.normal(size=(5, n_out))  # rows shared between problems, as in real suites
     problems = []
     for _ in range(int(rng.integers(1, 5))):
@@ -263,10 +283,15 @@ def test_engine_finds_violation_without_oracle() -> None:
 
 def test_engine_rejects_unknown_options() -> None:
     from certify.errors import UsageError
+    from certify.fuzz.options import StrategyWeights
 
     with pytest.raises(UsageError):
         make_engine("fuzz", {"batchsize": 3})
-    assert make_engine("fuzz", {"weights": {"pgd": 1, "uniform": 0, "corners": 0, "boundary": 0}})
+    with pytest.raises(UsageError, match="weights"):
+        make_engine("fuzz", {"weights": {"pgd": -1}})
+    engine = make_engine("fuzz", {"weights": {"pgd": 1, "uniform": 0, "corners": 0, "boundary": 0}, "batch": 64})
+    assert engine.options.weights == StrategyWeights(pgd=1.0, corners=0.0, uniform=0.0, boundary=0.0)
+    assert engine.options.batch == 64 and engine.options.pgd_steps == FuzzOptions().pgd_steps
 
 
 # ----------------------------------------------------------------------------- properties that hold
@@ -338,9 +363,7 @@ def test_each_problem_of_a_shared_batch_gets_its_own_answer(tmp_path) -> None:
 def test_instances_over_several_networks_are_grouped_and_stacked(tmp_path) -> None:
     models_nets = [planted(s) for s in (5, 6)]
     oracles = [export(m, 3, tmp_path / f"n{k}.onnx") for k, (m, _) in enumerate(models_nets)]
-    torch.manual_seed(7)
-    other_model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    other = mlp([other_model[0], other_model[2]], "other")
+    other_model, other = planted(7, hidden=8)
     oracles.append(export(other_model, 3, tmp_path / "other.onnx"))
     nets = [n for _, n in models_nets] + [other]
     b = box([-1, -1, -1], [1, 1, 1])
@@ -390,7 +413,8 @@ def test_cli_instances_writes_json_lines(tmp_path, capsys) -> None:
     export(model, 3, tmp_path / "net.onnx")
     b = box([-1, -1, -1], [1, 1, 1])
     lo, hi = output_range(net, b, [1.0, -1.0])
-    decl = "".join(f"(declare-const X_{i} Real)\n" for i in range(3)) + "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+    decl = "".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+    decl += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
     ins = "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(3))
     (tmp_path / "sat.vnnlib").write_text(decl + ins + f"(assert (<= (- Y_0 Y_1) {lo + 0.05 * (hi - lo)!r}))\n")
     (tmp_path / "unsat.vnnlib").write_text(decl + ins + f"(assert (<= (- Y_0 Y_1) {lo - 1.0!r}))\n")
@@ -414,9 +438,9 @@ def test_cli_instances_writes_json_lines(tmp_path, capsys) -> None:
 def test_auto_batch_shrinks_with_the_network_and_stays_a_power_of_two_in_range():
     from certify.fuzz.options import AUTO_BATCH_RANGE, auto_batch, macs_per_sample
 
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     sizes = [(5, 50), (784, 256), (784, 1024), (784, 4096)]
-    nets = [mlp([torch.nn.Linear(i, h), torch.nn.Linear(h, h), torch.nn.Linear(h, 10)]) for i, h in sizes]
+    nets = [mlp([linear(i, h, g), linear(h, h, g), linear(h, 10, g)]) for i, h in sizes]
     macs = [macs_per_sample(n) for n in nets]
     batches = [auto_batch(n) for n in nets]
     assert macs == sorted(macs) and macs[0] >= 5 * 50 + 50 * 50 + 50 * 10

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from certify.budget import Budget
 from certify.encode import encodable, encode
-from certify.engines.base import Budget
-from certify.engines.lp import build_system, problem_bounds, relaxation_model, solve_disjuncts
 from certify.engines.registry import make_engine
 from certify.errors import SolverUnavailable
+from certify.linprog import build_system, problem_bounds, relaxation_model, solve_disjuncts
 from certify.network import Network, Node, Op
 from certify.problem import Box, HalfSpaces, Problem
 from certify.verdict import Status
-from tests.conformance.problems import random_case, relu_network, random_layers
+from tests.conformance.problems import random_case, random_layers, relu_network
 
 
 def _sampled_min(problem: Problem, n: int = 4000, seed: int = 0) -> float:
@@ -83,6 +83,7 @@ def test_multineuron_is_at_least_as_tight_as_lp(seed: int) -> None:
     mn = make_engine("multineuron").check(case.problem, Budget.seconds(60))
     m_lp = (lp.stats.get("disjunct_margins") or lp.certificate["disjunct_margins"])
     m_mn = (mn.stats.get("disjunct_margins") or mn.certificate["disjunct_margins"])
+    assert len(m_lp) == len(m_mn) == len(case.problem.unsafe) == len(case.margins)  # zip must not truncate
     for a, b, exact in zip(m_lp, m_mn, case.margins):
         assert b >= a - 1e-6
         assert b <= exact + 1e-5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from certify.engines.base import Budget
+from certify.budget import Budget
 from certify.engines.registry import make_engine
 from certify.errors import SolverUnavailable
 from certify.verdict import Status
@@ -29,8 +29,8 @@ def test_milp_agrees_with_brute_force_on_tiny_nets() -> None:
 
 
 def test_milp_margin_matches_brute_force() -> None:
-    from certify.engines.lp import build_system, solve_disjuncts
     from certify.engines.milp import milp_model
+    from certify.linprog import build_system, solve_disjuncts
 
     case = next(c for c in make_cases(12, seed=300) if c.truth_source == "brute-force")
     for hs in case.problem.unsafe:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

@@ -34,7 +34,7 @@ def opaque_network(model_bytes: bytes, name: str, reason: str) -> Network:
     was not converted.  The input and output shapes are the model's (batch axis dropped)."""
     import onnx
 
-    from certify.replay import session
+    from certify.io.runtime import session
 
     proto = onnx.load_model_from_string(model_bytes)
     inits = {t.name for t in proto.graph.initializer}

@@ -1,43 +1,42 @@
-"""Property kinds: what a user asks certify to prove, as validated pydantic models.
-
-A spec document is either one property (a mapping with a ``kind``) or a mapping with a
-``properties:`` list of them.  Each kind is a model with ``extra="forbid"`` and a literal
-``kind`` tag; :data:`Property` is the discriminated union of all kinds, so adding a kind
-means adding a model to :data:`PROPERTY_TYPES` and a lowering to
-:data:`certify.lower.LOWERINGS`.
-
-This module only describes and validates; reading files is :mod:`certify.io.yaml`, turning a
-property into :class:`certify.problem.Problem` s is :mod:`certify.lower`.
-"""
+"""The property kinds (one pydantic model each), the discriminated union :data:`Property`,
+and the spec document that holds one or several properties."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import numpy as np
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     TypeAdapter,
-    ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-_NUMBER_ARRAY_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {"anyOf": [{"type": "number"}, {"type": "array"}]},
-    "description": "a (nested) list of numbers, any rectangular shape",
-}
+from certify.spec.field import (
+    _LABEL_DOC,
+    _TARGETS_DOC,
+    Bound,
+    Index,
+    InputRef,
+    Label,
+    OutputSelector,
+    Radius,
+    Range,
+    Targets,
+    _Finite,
+    _label_not_target,
+    _RegionMixin,
+    as_array,
+    check_bound,
+    check_input_ref,
+    input_path,
+)
 
 
 def _kind_required(schema: dict[str, Any]) -> None:
@@ -51,185 +50,6 @@ class PropertyBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
 
     name: str | None = Field(default=None, description="a label for reports")
-
-
-# ---------------------------------------------------------------------------------------
-# Shared field types and checks
-# ---------------------------------------------------------------------------------------
-
-#: File types an input may be read from (``.npz`` may name its array as ``file.npz:key``).
-INPUT_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".pgm", ".ppm", ".pnm")
-
-_INPUT_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string",
-         "description": "a .npy / .npz (file.npz or file.npz:key) / PGM / PPM file, relative to the spec file"},
-        _NUMBER_ARRAY_SCHEMA,
-    ]
-}
-
-#: An input array: inline (nested) numbers or a file path (checked by :func:`check_input_ref`).
-InputRef = Annotated[Union[str, list[Any]], WithJsonSchema(_INPUT_SCHEMA)]
-
-_BOUND_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "number"}, _NUMBER_ARRAY_SCHEMA]}
-
-#: A number (broadcast to the input shape) or an input-shaped array.
-Bound = Annotated[Union[float, list[Any]], WithJsonSchema(_BOUND_SCHEMA)]
-
-
-def input_path(value: str) -> tuple[str, str | None]:
-    """``'a.npz:key'`` -> ``('a.npz', 'key')``; other paths -> ``(path, None)``."""
-    head, sep, key = value.rpartition(":")
-    if sep and head.lower().endswith(".npz") and key:
-        return head, key
-    return value, None
-
-
-def check_input_ref(value: Any) -> Any:
-    """An input is a non-empty rectangular list of finite numbers or a readable file's path."""
-    if isinstance(value, str):
-        path, _ = input_path(value)
-        if not path.lower().endswith(INPUT_SUFFIXES):
-            raise ValueError(
-                f"a path must name a {', '.join(INPUT_SUFFIXES)} file, got {value!r} "
-                "(PNG/JPEG are not read: convert to .npy or PGM/PPM)"
-            )
-        return value
-    if not isinstance(value, list) or not value:
-        raise ValueError("must be a non-empty list of numbers or the path of a .npy/.npz/PGM/PPM file")
-    as_array(value)
-    return value
-
-
-def check_bound(value: Any) -> Any:
-    """A bound is one finite number or a rectangular list of them."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number or a list of numbers, got {value!r}")
-    if isinstance(value, (int, float)):
-        if not np.isfinite(value):
-            raise ValueError("must be finite")
-        return float(value)
-    if isinstance(value, list) and value:
-        as_array(value)
-        return value
-    raise ValueError(f"must be a number or a non-empty list of numbers, got {value!r}")
-
-
-def _check_range(value: tuple[float, float]) -> tuple[float, float]:
-    if not value[0] <= value[1]:
-        raise ValueError(f"needs lo <= hi, got [{value[0]}, {value[1]}]")
-    return value
-
-
-_Finite = Annotated[float, Field(allow_inf_nan=False)]
-#: A closed interval ``[lo, hi]`` with ``lo <= hi``.
-Range = Annotated[tuple[_Finite, _Finite], AfterValidator(_check_range)]
-#: An output index (an integer >= 0).
-Index = Annotated[int, Field(ge=0, strict=True)]
-
-
-def _check_label(value: Any) -> Any:
-    if value == "predicted" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise ValueError(f"must be a class index (an integer >= 0) or 'predicted', got {value!r}")
-
-
-def _check_targets(value: Any) -> Any:
-    if value is None:
-        return value
-    if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
-    ):
-        raise ValueError(f"must be a list of class indices (integers >= 0), got {value!r}")
-    if len(set(value)) != len(value):
-        raise ValueError(f"has repeated classes: {value}")
-    return value
-
-
-def _check_radius(value: Any) -> Any:
-    if isinstance(value, list):
-        array = as_array(value) if value else None
-        if array is None or np.any(array < 0):
-            raise ValueError("per-feature radii must be a non-empty list of numbers >= 0")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"Input should be a valid number or a list of numbers, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("Input should be a valid number, unable to parse string as a number") from None
-    if not np.isfinite(number):
-        raise ValueError("Input should be a finite number")
-    if number <= 0:
-        raise ValueError("Input should be greater than 0")
-    return number
-
-
-#: A radius: one number > 0 or per-feature radii >= 0 (a nested list).
-Radius = Annotated[Union[float, list[Any]], BeforeValidator(_check_radius),
-                   WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, _NUMBER_ARRAY_SCHEMA]})]
-
-Label = Annotated[Union[Annotated[int, Field(ge=0)], Literal["predicted"]], BeforeValidator(_check_label)]
-Targets = Annotated[Union[list[Annotated[int, Field(ge=0)]], None], BeforeValidator(_check_targets)]
-
-_LABEL_DOC = "the class that must win; 'predicted' = the model's prediction at the (unperturbed) input"
-_TARGETS_DOC = "only these wrong classes count (targeted); default: all others"
-
-
-def _label_not_target(label: Any, targets: list[int] | None) -> None:
-    if isinstance(label, int) and targets and label in targets:
-        raise ValueError(f"@targets: contains the label {label} itself")
-
-
-class OutputSelector(BaseModel):
-    """The scalar a property talks about: one output ``y[output]`` or a margin ``y[i] - y[j]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    output: Index | None = Field(default=None, description="an output index: the score y[output]")
-    margin: tuple[Index, Index] | None = Field(
-        default=None, description="[i, j]: the logit margin y[i] - y[j]")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> OutputSelector:
-        if (self.output is None) == (self.margin is None):
-            raise ValueError("@output: give exactly one of 'output' or 'margin'")
-        if self.margin is not None and self.margin[0] == self.margin[1]:
-            raise ValueError(f"@margin: needs two different outputs, got {list(self.margin)}")
-        return self
-
-    def indices(self) -> tuple[int, ...]:
-        return (self.output,) if self.output is not None else tuple(self.margin or ())
-
-    def row(self, n_out: int) -> np.ndarray:
-        """The selected scalar as a row vector ``c`` with ``c @ y`` = the score."""
-        c = np.zeros(n_out)
-        if self.output is not None:
-            c[self.output] = 1.0
-        elif self.margin is not None:
-            c[self.margin[0]], c[self.margin[1]] = 1.0, -1.0
-        return c
-
-    def describe(self) -> str:
-        return f"y[{self.output}]" if self.output is not None else f"y[{self.margin[0]}] - y[{self.margin[1]}]"  # type: ignore[index]
-
-
-class _RegionMixin(BaseModel):
-    """An input box, given as ``lower``/``upper`` or as ``input`` +- ``eps`` (within ``clip``)."""
-
-    @model_validator(mode="after")
-    def _region(self) -> Any:
-        explicit = self.lower is not None or self.upper is not None  # type: ignore[attr-defined]
-        ball = self.input is not None or self.eps is not None  # type: ignore[attr-defined]
-        if explicit and ball:
-            raise ValueError("@lower: give the input box either as 'lower'/'upper' or as 'input'/'eps', not both")
-        if explicit and (self.lower is None or self.upper is None):  # type: ignore[attr-defined]
-            raise ValueError("@upper: 'lower' and 'upper' go together")
-        if ball and (self.input is None or self.eps is None):  # type: ignore[attr-defined]
-            raise ValueError("@eps: 'input' and 'eps' go together")
-        if not explicit and not ball:
-            raise ValueError("@lower: required: an input box as 'lower' and 'upper', or 'input' and 'eps'")
-        return self
 
 
 # ---------------------------------------------------------------------------------------
@@ -604,95 +424,3 @@ def json_schema() -> dict[str, Any]:
         "description": "One property (a mapping with 'kind') or a mapping with a 'properties' list.",
         **schema,
     }
-
-
-def as_array(values: Sequence[Any]) -> np.ndarray:
-    """A nested list of numbers as a float64 array; ``ValueError`` if ragged or not finite."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("must be a rectangular (nested) list of numbers") from exc
-    if not np.all(np.isfinite(array)):
-        raise ValueError("must contain only finite numbers")
-    return array
-
-
-# ---------------------------------------------------------------------------------------
-# Error messages
-# ---------------------------------------------------------------------------------------
-
-def error_path(loc: Sequence[int | str]) -> tuple[int | str, ...]:
-    """The user's field path of a pydantic error location (union tags removed)."""
-    parts = list(loc)
-    if parts and parts[0] in ("single", "list"):  # the document form tag
-        parts = parts[1:]
-    out: list[int | str] = []
-    for i, part in enumerate(parts):
-        after_union = i == 0 or isinstance(parts[i - 1], int)
-        if isinstance(part, str) and part in KINDS and after_union:
-            continue  # the kind tag of the discriminated union
-        out.append(part)
-    return tuple(out)
-
-
-def format_path(path: Sequence[int | str]) -> str:
-    """``('properties', 0, 'eps')`` -> ``'properties[0].eps'``; the empty path is ``'(top level)'``."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def error_message(error: dict[str, Any]) -> str:
-    """One pydantic error as a short sentence (kind errors list the known kinds)."""
-    known = ", ".join(KINDS)
-    kind = error["type"]
-    if kind == "union_tag_invalid":
-        return f"unknown kind {error['ctx']['tag']!r}; known kinds: {known}"
-    if kind == "union_tag_not_found":
-        return f"missing field 'kind' (one of: {known})"
-    if kind == "extra_forbidden":
-        return f"unknown field (allowed: {', '.join(_allowed_fields(error['loc']))})"
-    if kind == "missing":
-        return "required field is missing"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
-
-
-def _allowed_fields(loc: Sequence[int | str]) -> list[str]:
-    """The fields of the (possibly nested) model an ``extra_forbidden`` error at ``loc`` happened in."""
-    model: type[BaseModel] = PropertyList
-    for part in loc[:-1]:
-        if part in KINDS:
-            model = PROPERTY_TYPES[KINDS.index(part)]
-        elif isinstance(part, str) and part in model.model_fields:
-            inner = _submodel(model.model_fields[part].annotation)
-            if inner is not None:
-                model = inner
-    return list(model.model_fields)
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``annotation`` (``X``, ``X | None``, ``list[X]``), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _submodel(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def describe_errors(exc: ValidationError, limit: int = 3) -> list[tuple[tuple[int | str, ...], str]]:
-    """``(field path, message)`` for the first ``limit`` errors of ``exc``.
-
-    A model-level check names its field by starting its message with ``@field: ``.
-    """
-    out = []
-    for e in exc.errors()[:limit]:
-        path, message = error_path(e["loc"]), error_message(e)
-        if message.startswith("@"):
-            field, _, message = message[1:].partition(": ")
-            path = (*path, field)
-        out.append((path, message))
-    return out

@@ -62,3 +62,11 @@ class SpecMatrix:
     def proved(self, lower: torch.Tensor) -> torch.Tensor:
         """Whether every disjunct is ruled out, per domain: ``[B]`` bool."""
         return (self.disjunct_margins(lower) > 0).all(dim=1)
+
+    def violation(self, y: torch.Tensor) -> torch.Tensor:
+        """``min_k max_{i in k} (C_i y - b_i)`` per output vector ``y: [N, n_out]``: ``[N]``;
+        at most 0 exactly when ``y`` lies in the unsafe set (NaN outputs count as safe)."""
+        rows = y.to(self.C.dtype) @ self.C.T - self.b  # [N, S]
+        per = rows.new_full((rows.shape[0], self.n_groups), -torch.inf)
+        per = per.scatter_reduce(1, self.group.unsqueeze(0).expand_as(rows), rows, reduce="amax")
+        return torch.nan_to_num(per.min(dim=1).values, nan=torch.inf)
