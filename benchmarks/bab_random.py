@@ -33,7 +33,7 @@ def main() -> int:
     print(f"{len(probs)} problems ({sum(v for _, v in probs)} violated) from the MILP oracle in "
           f"{time.monotonic() - start:.1f}s")
     bad = 0
-    for mode in ("input", "relu"):
+    for mode in ("input", "neuron"):
         engine = make_engine({"mode": mode})
         counts = {s: 0 for s in Status}
         wrong = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["milp_minimum"]
+__all__ = ["SMOOTH", "grid_minimum", "milp_minimum"]
 
 
 def milp_minimum(layers: list[tuple[np.ndarray, np.ndarray]], lo: np.ndarray, hi: np.ndarray,
@@ -84,3 +84,49 @@ def milp_minimum(layers: list[tuple[np.ndarray, np.ndarray]], lo: np.ndarray, hi
         if res.status == 0:
             return float(res.fun)
     return None  # HiGHS occasionally reports a solve error; callers skip or fail such problems
+
+
+# ---------------------------------------------------------------------------------------
+# Smooth nets on low-dimensional boxes: a dense grid plus interval refinement
+# ---------------------------------------------------------------------------------------
+
+#: The activations :func:`grid_minimum` knows, written here (numpy) independently of certify.
+SMOOTH = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}
+
+
+def _forward(layers: list[tuple[np.ndarray, np.ndarray]], acts: list[str], x: np.ndarray) -> np.ndarray:
+    h = x
+    for k, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if k < len(layers) - 1:
+            h = SMOOTH[acts[k]](h)
+    return h
+
+
+def _interval(layers: list[tuple[np.ndarray, np.ndarray]], acts: list[str], lo: np.ndarray,
+              hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bounds of the outputs on boxes ``[N, n_in]`` (every activation is monotone)."""
+    for k, (w, b) in enumerate(layers):
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        lo, hi = c @ w + b - r @ np.abs(w), c @ w + b + r @ np.abs(w)
+        if k < len(layers) - 1:
+            lo, hi = SMOOTH[acts[k]](lo), SMOOTH[acts[k]](hi)
+    return lo, hi
+
+
+def grid_minimum(layers: list[tuple[np.ndarray, np.ndarray]], acts: list[str], lo: np.ndarray, hi: np.ndarray,
+                 A: np.ndarray, b: np.ndarray, cells: int = 96) -> tuple[float, float]:
+    """``(lower, upper)`` around ``min_x max_i (A_i net(x) - b_i)`` over a 1- to 3-D box: the
+    upper value from a dense grid of points (a point that reaches it exists), the lower one from
+    interval arithmetic on every grid cell (no point goes below it).  When the lower value is
+    above 0 the property holds; when the upper one is below 0 it is violated."""
+    n = lo.size
+    axes = [np.linspace(lo[i], hi[i], cells + 1) for i in range(n)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, n)
+    upper = float(np.max(_forward(layers, acts, mesh) @ A.T - b, axis=1).min())
+    starts = np.stack(np.meshgrid(*[a[:-1] for a in axes], indexing="ij"), -1).reshape(-1, n)
+    ends = np.stack(np.meshgrid(*[a[1:] for a in axes], indexing="ij"), -1).reshape(-1, n)
+    y_lo, y_hi = _interval(layers, acts, starts, ends)
+    rows = np.maximum(A, 0) @ y_lo.T + np.minimum(A, 0) @ y_hi.T - b[:, None]  # [rows, cells]: lower bounds
+    lower = float(rows.max(axis=0).min())
+    return lower, upper

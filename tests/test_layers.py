@@ -88,7 +88,7 @@ def test_every_import_points_down() -> None:
 
 @pytest.mark.parametrize(("module", "target"), [
     ("certify.bounds", "certify.engines.bound"),  # core reaching up into an engine
-    ("certify.bab.relu_split", "certify.engines.fuzz"),  # search machinery using an engine
+    ("certify.bab.neuron_split", "certify.engines.fuzz"),  # search machinery using an engine
     ("certify.fuzz.batch", "certify.engines.base"),
     ("certify.engines.smt", "certify.engines.milp"),  # one engine using another
 ])

@@ -31,7 +31,7 @@ class Stats:
     max_open: int = 0
     undecided: int = 0  # leaves that could be neither split further nor decided
     tightened: int = 0  # domains whose intermediate bounds alpha-CROWN tightened
-    relu_boxes: int = 0  # input-mode sub-boxes handed to ReLU splitting
+    relu_boxes: int = 0  # input-mode sub-boxes handed to neuron splitting
     relu_proved: int = 0  # ... and proved there
     empty: int = 0  # ReLU domains whose splits contradict each other (closed)
     started: float = field(default_factory=time.monotonic)

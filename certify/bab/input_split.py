@@ -8,8 +8,8 @@ float64); their children inherit those bounds, so one tightening serves a whole 
 112,000 open after 200 s).
 
 Sub-boxes still unproved at depth ``hand_over.depth`` (12) with few unstable ReLUs are handed to
-ReLU splitting (beta-CROWN) inside each box, many boxes per batch
-(:func:`certify.bab.relu_split.split_boxes`); boxes it does not settle within a few dozen
+neuron splitting (beta-CROWN) inside each box, many boxes per batch
+(:func:`certify.bab.neuron_split.split_boxes`); boxes it does not settle within a few dozen
 domains come back and are handed again a few depths further down.  ACAS Xu's prop_2 on 3_3
 and 4_2 needed this: their open sub-boxes crowd a thin slab where the property holds by
 about 0.003, which halving boxes approaches very slowly and one or two ReLU splits settle.
@@ -352,17 +352,17 @@ class _Search:
         return BoxBounds(domains, b.lower.index_put((idx,), again.lower), b.A.index_put((idx,), again.A))
 
     def _handed(self, d: BoxDomains) -> torch.Tensor:
-        """Domains to hand to ReLU splitting (see :class:`~certify.bab.options.HandOverOptions`): ``[B]``."""
+        """Domains to hand to neuron splitting (see :class:`~certify.bab.options.HandOverOptions`): ``[B]``."""
         h = self.options.hand_over
         if h.depth <= 0:
             return torch.zeros_like(d.depth, dtype=torch.bool)
         return (d.depth >= h.depth) & ((d.depth - h.depth) % h.every == 0) & (_unstable(d.known) <= h.max_unstable)
 
     def _hand_over(self, d: BoxDomains, handed: torch.Tensor) -> tuple[torch.Tensor, Counterexample | None]:
-        """ReLU splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
+        """Neuron splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
         ``hand_over.seconds`` per box.  Returns which domains stay open and a counterexample if
         one was found."""
-        from certify.bab.relu_split import Target, split_boxes
+        from certify.bab.neuron_split import Target, split_boxes
 
         idx = handed.nonzero().flatten()
         budget = self.budget.at_most(self.options.hand_over.seconds * idx.numel())

@@ -1,4 +1,5 @@
-"""A fully split ReLU domain is linear on its region: one exact LP per open disjunct decides it.
+"""A fully split domain of an affine-and-ReLU network is linear on its region: one exact LP per
+open disjunct decides it.
 
 On a domain where every ReLU is split, the network is an affine function of the input on the
 region the splits define: ``z_j = g_j x + g0_j`` for each split pre-activation (``s_j z_j >= 0``
@@ -25,7 +26,7 @@ from certify.spec_matrix import PROOF_TOLERANCE
 from certify.verdict import Counterexample
 
 if TYPE_CHECKING:
-    from certify.bab.relu_split import Bounder
+    from certify.bab.neuron_split import Bounder
 
 __all__ = ["decide_leaf"]
 
@@ -43,7 +44,7 @@ def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext) -> tuple[np
     dtype, device = d.lo.dtype, d.lo.device
     a_ub: list[np.ndarray] = [np.zeros((0, net.input_size))]
     b_ub: list[np.ndarray] = [np.zeros(0)]
-    for k, (relu, pre) in enumerate(zip(layout.relus, layout.pre)):
+    for k, (relu, pre) in enumerate(zip(layout.acts, layout.pre)):  # all ReLUs: leaves are exact only then
         s = layout.part(d.splits, k)[0]
         idx = (s != 0).nonzero().flatten()
         if idx.numel() == 0:

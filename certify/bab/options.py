@@ -1,7 +1,7 @@
-"""Options of the ``bab`` engine, in groups: the shared ones, input splitting, ReLU splitting,
-and input splitting's hand-over of hard sub-boxes to ReLU splitting.
+"""Options of the ``bab`` engine, in groups: the shared ones, input splitting, neuron splitting,
+and input splitting's hand-over of hard sub-boxes to neuron splitting.
 
-A preset sets them as nested mappings (``options: {mode: auto, relu: {batch_size: 128}}``),
+A preset sets them as nested mappings (``options: {mode: auto, neuron: {batch_size: 128}}``),
 checked when the preset loads (:func:`certify.options.from_mapping`).
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["BaBOptions", "HandOverOptions", "InputSplitOptions", "ReluSplitOptions", "TightenOptions"]
+__all__ = ["BaBOptions", "HandOverOptions", "InputSplitOptions", "NeuronSplitOptions", "TightenOptions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +55,12 @@ class InputSplitOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class ReluSplitOptions:
-    """ReLU splitting with beta-CROWN multipliers.
+class NeuronSplitOptions:
+    """Neuron splitting (ReLUs, and any other elementwise activation) with beta-CROWN
+    multipliers.
 
-    batch_size: domains bounded per tensor pass.  beta_iterations: joint alpha/beta iterations
+    batch_size: domains bounded per tensor pass, fewer where one pass would not fit in
+    batch_memory_mb.  beta_iterations: joint alpha/beta iterations
     per batch.  intermediate_alpha_iterations: the root's intermediate bounds (which every domain
     inherits) are tightened by this many alpha-CROWN iterations per layer (0: plain CROWN).
     refine_intermediate: each domain's intermediate bounds after its newest split are recomputed
@@ -75,6 +77,7 @@ class ReluSplitOptions:
     """
 
     batch_size: int = 64
+    batch_memory_mb: int = 1024
     beta_iterations: int = 24
     intermediate_alpha_iterations: int = 20
     refine_intermediate: bool = True
@@ -88,25 +91,25 @@ class ReluSplitOptions:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError("relu.batch_size must be positive")
+            raise ValueError("neuron.batch_size must be positive")
         if not 0.0 <= self.joint_share <= 1.0:
-            raise ValueError(f"relu.joint_share must be in [0, 1], not {self.joint_share}")
+            raise ValueError(f"neuron.joint_share must be in [0, 1], not {self.joint_share}")
 
 
-#: ReLU splitting inside handed-over sub-boxes: lighter than ReLU mode's defaults, since a handed
+#: Neuron splitting inside handed-over sub-boxes: lighter than ReLU mode's defaults, since a handed
 #: box is small (ACAS Xu 3_3 prop_2, six open boxes at depth 13-14 one at a time: all proved in
 #: 1.8 s with these, 3.5 s for six others with the defaults; without tightening the intermediate
 #: bounds two of six stayed open after 5 s), and wider batches, since many boxes share them.
-HANDED_RELU = ReluSplitOptions(batch_size=256, beta_iterations=10, intermediate_alpha_iterations=5)
+HANDED = NeuronSplitOptions(batch_size=256, beta_iterations=10, intermediate_alpha_iterations=5)
 
 
 @dataclass(frozen=True, slots=True)
 class HandOverOptions:
     """Input splitting hands unproved sub-boxes at ``depth`` (and every ``every`` depths below
-    it) with at most ``max_unstable`` unstable ReLUs to ReLU splitting, all of a batch's at once;
+    it) with at most ``max_unstable`` unstable ReLUs to neuron splitting, all of a batch's at once;
     a box is given back after ``box_domains`` ReLU domains, and a hand-over takes at most
-    ``seconds`` per box (``depth`` 0: never).  ``alpha_iterations`` and ``relu``: the root
-    alpha-CROWN and ReLU-splitting options inside the handed boxes.  Near a thin slab where the
+    ``seconds`` per box (``depth`` 0: never).  ``alpha_iterations`` and ``neuron``: the root
+    alpha-CROWN and neuron-splitting options inside the handed boxes.  Near a thin slab where the
     property is tight, splitting a handful of ReLUs makes the bound exact where halving the box
     again barely helps (ACAS Xu 3_3 and 4_2 prop_2: proved in 41-59 s, unknown after 116 s
     before)."""
@@ -117,7 +120,7 @@ class HandOverOptions:
     max_unstable: int = 96
     seconds: float = 1.0
     alpha_iterations: int = 10
-    relu: ReluSplitOptions = HANDED_RELU
+    neuron: NeuronSplitOptions = HANDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +128,14 @@ class BaBOptions:
     """Options of the ``bab`` engine.
 
     mode: ``auto`` (input splitting when the input has at most ``input_dims`` entries or the net
-        is not affine-plus-ReLU, ReLU splitting otherwise), ``input`` or ``relu``.
+        has no activation to split, neuron splitting otherwise), ``input`` or ``neuron``.
     max_domains: cap on open domains; past half of it the search goes depth first, at the cap it
         stops with UNKNOWN.  ``memory_mb`` lowers the cap so the pool fits in that memory.
     alpha_iterations / lr_alpha: alpha-CROWN on the root domain (both modes).
     dtype: the precision bounds are computed in.
     """
 
-    mode: Literal["auto", "input", "relu"] = "auto"
+    mode: Literal["auto", "input", "neuron"] = "auto"
     input_dims: int = 16
     max_domains: int = 1_000_000
     memory_mb: int = 2048
@@ -141,7 +144,7 @@ class BaBOptions:
     dtype: Literal["float64", "float32"] = "float64"
     seed: int = 0
     input: InputSplitOptions = field(default_factory=InputSplitOptions)
-    relu: ReluSplitOptions = field(default_factory=ReluSplitOptions)
+    neuron: NeuronSplitOptions = field(default_factory=NeuronSplitOptions)
     hand_over: HandOverOptions = field(default_factory=HandOverOptions)
 
     def __post_init__(self) -> None:

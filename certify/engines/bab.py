@@ -3,10 +3,12 @@
 Two split modes (``BaBOptions.mode``), chosen automatically from the problem:
 
 * ``input`` (:mod:`certify.bab.input_split`) for low-dimensional inputs (at most
-  ``input_dims`` entries, e.g. ACAS Xu's 5) and for networks that are not piecewise linear
-  (sound there, but not complete: the answer may be UNKNOWN at timeout);
-* ``relu`` (:mod:`certify.bab.relu_split`) for larger inputs: splits unstable ReLUs, enforcing
-  the splits with beta-CROWN multipliers, and decides fully split leaves with an exact LP.
+  ``input_dims`` entries, e.g. ACAS Xu's 5): halves sub-boxes; complete for piecewise-linear
+  networks, sound on the others;
+* ``neuron`` (:mod:`certify.bab.neuron_split`) for larger inputs: splits unstable ReLUs and the
+  intervals of any other elementwise activation (sigmoid, tanh, sign, sin...), enforcing the
+  splits with beta-CROWN multipliers; on affine-and-ReLU networks it decides fully split
+  leaves with an exact LP, so it is complete there.
 
 HOLDS only when every leaf is proved; VIOLATED only with a concrete input whose float64 and
 float32 outputs violate (the portfolio replays it in onnxruntime).  On timeout or at the
@@ -20,11 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from certify.bab.common import ENGINE
+from certify.bab.neuron_split import leaf_exact
 from certify.bab.options import BaBOptions
 from certify.bounds import CROWN_RULES, IBP_RULES
 from certify.budget import Budget
 from certify.engines.base import Capabilities, Support, supports_ops
-from certify.network import AFFINE_OPS, Op
+from certify.network import ACTIVATIONS, Op
 from certify.numeric import guarded
 from certify.options import from_mapping
 from certify.problem import Problem
@@ -34,22 +37,15 @@ from certify.verdict import Verdict
 ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | {Op.INPUT.value}
 
 
-#: Ops ReLU splitting takes: its leaves are decided by an LP that reads every other op as exact,
-#: so besides ReLU (split) and max pooling (relaxed, leaves then undecided) only affine ops.
-RELU_SPLIT_OPS: frozenset[Op] = AFFINE_OPS | {Op.RELU, Op.MAXPOOL}
-
-
 def select_mode(problem: Problem, options: BaBOptions) -> str:
-    """``input`` or ``relu`` for this problem under ``options.mode``."""
-    net = problem.network
-    splittable = Op.RELU in net.ops() and net.ops() <= RELU_SPLIT_OPS
-    if options.mode == "relu" and splittable:
-        return "relu"
-    if options.mode == "input":
+    """``input`` or ``neuron`` for this problem under ``options.mode``: neuron splitting needs an
+    activation to split; in ``auto`` it takes the networks with more than ``input_dims`` inputs."""
+    splittable = bool(problem.network.ops() & ACTIVATIONS)
+    if options.mode == "input" or not splittable:
         return "input"
-    if net.input_size <= options.input_dims or not splittable:
-        return "input"
-    return "relu"
+    if options.mode == "neuron" or problem.network.input_size > options.input_dims:
+        return "neuron"
+    return "input"
 
 
 class BaBEngine:
@@ -64,10 +60,11 @@ class BaBEngine:
 
     def complete_for(self, problem: Problem) -> bool:
         """Input splitting is complete on piecewise-linear nets (small boxes make them linear);
-        ReLU splitting too, except with max pooling, whose fully split leaves stay relaxed."""
+        neuron splitting on affine-and-ReLU nets (fully split leaves are linear: an LP decides)."""
         if not bool(self.supports(problem)) or not problem.network.is_piecewise_linear:
             return False
-        return select_mode(problem, self.options) == "input" or Op.MAXPOOL not in problem.network.ops()
+        net = problem.network
+        return select_mode(problem, self.options) == "input" or leaf_exact(net)
 
     def supports(self, problem: Problem) -> Support:
         return supports_ops(self.name, self.capabilities.ops, problem)
@@ -80,8 +77,8 @@ class BaBEngine:
             from certify.bab.input_split import input_split
             verdict = input_split(problem, self.options, budget)
         else:
-            from certify.bab.relu_split import relu_split
-            verdict = relu_split(problem, self.options, budget)
+            from certify.bab.neuron_split import neuron_split
+            verdict = neuron_split(problem, self.options, budget)
         return verdict.with_time(time.monotonic() - start)
 
 

@@ -102,7 +102,7 @@ def random_problems() -> list[tuple[Problem, bool]]:
 
 
 #: Fewer optimizer steps than the defaults keep CI fast; soundness does not depend on them.
-FAST = {"alpha_iterations": 5, "relu": {"attack_restarts": 0}}
+FAST = {"alpha_iterations": 5, "neuron": {"attack_restarts": 0}}
 
 
 #: Input splitting that tightens every unproved sub-box's intermediate bounds with alpha-CROWN
@@ -116,19 +116,19 @@ HYBRID = {"hand_over": {"depth": 1, "every": 1, "max_unstable": 10_000, "box_dom
 
 #: ReLU splitting as it was before per-domain refinement and the float32 search: every domain
 #: keeps its root's bounds, clamped by its splits, and alphas and betas are searched in float64.
-RELU_PLAIN = {"relu": {"refine_intermediate": False, "search_float32": False, "attack_restarts": 0}}
+RELU_PLAIN = {"neuron": {"refine_intermediate": False, "search_float32": False, "attack_restarts": 0}}
 
 
 #: ReLU splitting one disjunct at a time from the start (by default only after a joint search
 #: that did not settle the problem).
-PER_DISJUNCT = {"relu": {"joint_share": 0.0, "attack_restarts": 0}}
+PER_DISJUNCT = {"neuron": {"joint_share": 0.0, "attack_restarts": 0}}
 
 
-@pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("relu", {}, ""),
-                                                ("relu", RELU_PLAIN, ""), ("relu", PER_DISJUNCT, ""),
+@pytest.mark.parametrize("mode,extra,counter", [("input", {}, ""), ("neuron", {}, ""),
+                                                ("neuron", RELU_PLAIN, ""), ("neuron", PER_DISJUNCT, ""),
                                                 ("input", TIGHTEN_ALL, "tightened"),
                                                 ("input", HYBRID, "relu_proved")],
-                         ids=["input", "relu", "relu-plain", "relu-per-disjunct", "input-tightened",
+                         ids=["input", "neuron", "neuron-plain", "neuron-per-disjunct", "input-tightened",
                               "input-hybrid"])
 def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int], counter: str,
                                     random_problems: list[tuple[Problem, bool]]) -> None:
@@ -153,7 +153,7 @@ def test_bab_agrees_with_exact_milp(mode: str, extra: dict[str, int], counter: s
         assert counts["relu_proved"] > 0 and counts["relu_boxes"] > counts["relu_proved"], counts
 
 
-@pytest.mark.parametrize("mode", ["input", "relu"])
+@pytest.mark.parametrize("mode", ["input", "neuron"])
 def test_domain_cap_and_timeout_give_unknown_with_reason(
         mode: str, random_problems: list[tuple[Problem, bool]]) -> None:
     # A holding problem whose proof needs more than a handful of domains.
@@ -161,7 +161,7 @@ def test_domain_cap_and_timeout_give_unknown_with_reason(
     problem = next(p for p, bad in random_problems if not bad
                    and make_engine({"mode": "input", **FAST}).check(p, Budget.seconds(20)).stats["domains"] >= 64)
     capped = make_engine({"mode": mode, "max_domains": 2, "alpha_iterations": 0, "input": {"batch_size": 1},
-                          "relu": {"batch_size": 1, "beta_iterations": 0, "attack_restarts": 0}})
+                          "neuron": {"batch_size": 1, "beta_iterations": 0, "attack_restarts": 0}})
     verdict = capped.check(problem, Budget.seconds(20))
     assert verdict.status is Status.UNKNOWN
     assert "domain cap 2 reached" in verdict.reason
@@ -177,16 +177,16 @@ def test_mode_selection_and_options() -> None:
     unsafe = (HalfSpaces(np.array([[1.0, -1.0]]), np.array([0.0])),)
     engine = make_engine({})
     assert select_mode(Problem(small, box(3), unsafe), engine.options) == "input"
-    assert select_mode(Problem(wide, box(40), unsafe), engine.options) == "relu"
+    assert select_mode(Problem(wide, box(40), unsafe), engine.options) == "neuron"
     assert select_mode(Problem(wide, box(40), unsafe), make_engine({"mode": "input"}).options) == "input"
     assert engine.capabilities.complete and engine.capabilities.falsifies
     with pytest.raises(UsageError, match="bab.mode: 'sideways' is not one of"):
         make_engine({"mode": "sideways"})
-    with pytest.raises(UsageError, match="bab.relu: unknown option"):
-        make_engine({"relu": {"batchsize": 3}})
-    with pytest.raises(UsageError, match="bab.relu.batch_size: 'many' is not an integer"):
-        make_engine({"relu": {"batch_size": "many"}})
-    assert make_engine({"relu": {"batch_size": 7}}).options.relu.batch_size == 7
+    with pytest.raises(UsageError, match="bab.neuron: unknown option"):
+        make_engine({"neuron": {"batchsize": 3}})
+    with pytest.raises(UsageError, match="bab.neuron.batch_size: 'many' is not an integer"):
+        make_engine({"neuron": {"batch_size": "many"}})
+    assert make_engine({"neuron": {"batch_size": 7}}).options.neuron.batch_size == 7
 
 
 def test_input_mode_is_sound_on_tanh_networks() -> None:
@@ -222,8 +222,8 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
     the domain's splits inside the refined bounds, never loosens the clamped root bounds, and
     tightens some of them."""
     from certify.bab.domains import SplitDomains
-    from certify.bab.options import BaBOptions, ReluSplitOptions
-    from certify.bab.relu_split import Bounder, root_bounds
+    from certify.bab.options import BaBOptions, NeuronSplitOptions
+    from certify.bab.neuron_split import Bounder, root_bounds
     from certify.spec_matrix import SpecMatrix
 
     rng = np.random.default_rng(7)
@@ -233,7 +233,7 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
         net = net.to(dtype=torch.float64)
         lo = torch.tensor(rng.uniform(-1, 0, size=(1, 4)))
         hi = lo + torch.tensor(rng.uniform(0.5, 1.5, size=(1, 4)))
-        options = BaBOptions(relu=ReluSplitOptions(intermediate_alpha_iterations=10 if root_slopes else 0))
+        options = BaBOptions(neuron=NeuronSplitOptions(intermediate_alpha_iterations=10 if root_slopes else 0))
         root = root_bounds(net, lo, hi, options)
         assert bool(root.slopes) == root_slopes
         problem = Problem(net, Box(lo[0].numpy(), hi[0].numpy()), (HalfSpaces(np.ones((1, 2)), np.zeros(1)),))

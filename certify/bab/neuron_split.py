@@ -1,27 +1,33 @@
-"""Batched ReLU splitting with beta-CROWN bounds.
+"""Batched neuron splitting with beta-CROWN bounds: ReLU splitting, and branching on any
+elementwise nonlinearity (sigmoid, tanh, sign, sin, ...), as GenBaB does.
 
-A domain is the whole input box plus split decisions ``s_j in {+1 (z_j >= 0), -1 (z_j <= 0)}``
-on unstable ReLU pre-activations ``z_j``.  Each domain carries its own intermediate bounds:
-the root's CROWN bounds tightened by alpha-CROWN (:func:`certify.bounds.alpha_crown_bounds`),
-clamped by the domain's splits (``l_j := max(l_j, 0)`` or ``u_j := min(u_j, 0)``, so a split
-neuron is relaxed exactly), and, for the layers after its newest split, recomputed by CROWN on
-the domain's own bounds (``refine_intermediate``).  The splits are enforced in the final bound
-by Lagrange multipliers (beta-CROWN): for ``beta >= 0`` the term ``-s_j * beta_j * z_j`` is
-non-positive on the domain, so adding it to the objective before the CROWN backward pass keeps
-a sound lower bound, and optimizing ``beta`` (with the ReLU lower slopes ``alpha``) tightens
-it.  Children start from their parent's alphas and betas.  The alphas and betas are searched
-in float32 (``search_float32``); the bound that decides a domain is recomputed with them in
-the search's own dtype (float64 by default).
+A domain is the whole input box plus an interval ``[l_j, u_j]`` for every *split neuron*: the
+pre-activation ``z_j`` of an elementwise activation (ReLU's at 0: ``z_j >= 0`` or ``z_j <= 0``;
+any other at a point ``p`` inside its interval).  Each domain carries its own intermediate
+bounds: the root's CROWN bounds tightened by alpha-CROWN, cut by the domain's splits (so a split
+neuron is relaxed on its smaller interval, a ReLU exactly), and, for the layers after its newest
+split, recomputed by CROWN on the domain's own bounds (``refine_intermediate``).  Every bound
+is computed on the domain's subset of the box and minimized over the whole box, so it is a
+sound lower bound on the domain, and the two children of a split cover their parent.
+
+The newest split of each neuron also enters the final bound by a Lagrange multiplier
+(beta-CROWN): the split ``s_j (z_j - p_j) >= 0`` (``s_j = +1`` for the upper child ``z_j >= p``,
+``-1`` for the lower one) holds on the domain, so for ``beta_j >= 0`` adding
+``-s_j beta_j (z_j - p_j)`` to the objective keeps a sound lower bound, and optimizing ``beta``
+(with the ReLU lower slopes ``alpha``) tightens it.  Children start from their parent's
+alphas and betas.  The alphas and betas are searched in float32 (``search_float32``); the
+bound that decides a domain is recomputed with them in the search's own dtype.
 
 The same search runs inside many input boxes at once (:func:`split_boxes`: each domain names
-its box, and each box has its own root bounds), which is how input splitting hands over its
-hardest sub-boxes.
+its box), which is how input splitting hands over its hardest sub-boxes.
 
-Each round of the search (:class:`_Search`) selects a batch of open domains, refines and bounds
-them, prunes the proved ones, tries the points their bounds suggest as counterexamples, and
-branches the rest: per domain, the unstable unsplit neuron with the largest BaBSR-style score
-(the bound lost to the neuron's upper chord).  A domain without unstable neurons left is linear
-on its region: an exact LP decides it (:mod:`certify.bab.leaf`), so the search is complete.
+Each round (:class:`_Search`) selects a batch of open domains, refines and bounds them, prunes
+the proved ones, tries the points their bounds suggest as counterexamples, and branches the
+rest on one neuron each (:func:`choose_split`: the estimated bound gain, for a ReLU BaBSR's
+intercept score).  On an affine-and-ReLU network a domain without unstable neurons left is
+linear on its region: an exact LP decides it (:mod:`certify.bab.leaf`), so the search is
+complete there.  On other networks a domain whose neurons are all too narrow to split is left
+undecided.  The batch shrinks so that one bound pass fits in ``neuron.batch_memory_mb``.
 """
 
 from __future__ import annotations
@@ -51,37 +57,60 @@ from certify.bounds import (
 )
 from certify.budget import Budget
 from certify.falsify import Falsifier, pgd
-from certify.network import Network, Node, Op
+from certify.network import ACTIVATIONS, AFFINE_OPS, Network, Node, Op
 from certify.problem import Problem
+from certify.relax import INEXACT, RELAXATIONS
 from certify.spec_matrix import PROOF_TOLERANCE, SpecMatrix
 from certify.verdict import Counterexample, Verdict
 
 log = logging.getLogger(__name__)
 
+#: A neuron whose interval is narrower than this (relative to its root interval) is not split.
+MIN_RELATIVE_WIDTH = 1e-6
+#: Ops a domain may still be split on; the others (sigmoid, sin, ...) are split at the midpoint,
+#: these at 0 when the interval straddles it (their jump or kink is there).
+SPLIT_AT_ZERO: frozenset[Op] = frozenset({Op.RELU, Op.LEAKY_RELU, Op.SIGN, Op.SIGMOID, Op.TANH})
+
+
+def leaf_exact(net: Network) -> bool:
+    """Whether a domain with no unstable neuron left is linear on its region (every other op
+    affine): then the leaf LP decides it."""
+    return net.ops() <= AFFINE_OPS | {Op.RELU}
+
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The ReLU layers: node, pre-activation node name, size and offset in the flat split vector."""
+    """The splittable neurons: the elementwise activation nodes, their pre-activation node names,
+    sizes and offsets in the flat neuron vector."""
 
-    relus: tuple[Node, ...]
+    acts: tuple[Node, ...]
     pre: tuple[str, ...]
     sizes: tuple[int, ...]
     offsets: tuple[int, ...]
 
     @staticmethod
     def of(net: Network) -> Layout:
-        relus = tuple(n for n in net.nodes if n.op is Op.RELU)
-        sizes = tuple(n.size for n in relus)
+        acts = tuple(n for n in net.nodes if n.op in ACTIVATIONS)
+        sizes = tuple(n.size for n in acts)
         offsets = tuple(int(x) for x in np.cumsum((0,) + sizes[:-1]))
-        return Layout(relus, tuple(n.inputs[0] for n in relus), sizes, offsets)
+        return Layout(acts, tuple(n.inputs[0] for n in acts), sizes, offsets)
 
     @property
     def total(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def relus(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.acts if n.op is Op.RELU)
+
     def part(self, flat: torch.Tensor, k: int) -> torch.Tensor:
         """Layer ``k``'s slice of a tensor whose last axis is the flat neuron index."""
         return flat[..., self.offsets[k]:self.offsets[k] + self.sizes[k]]
+
+    def is_relu(self, device: torch.device | str) -> torch.Tensor:
+        """``[total]`` bool: which neurons are ReLUs."""
+        return torch.cat([torch.full((s,), a.op is Op.RELU, dtype=torch.bool, device=device)
+                          for a, s in zip(self.acts, self.sizes)] or [torch.zeros(0, dtype=torch.bool)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +135,18 @@ class Root:
 @dataclass(frozen=True, slots=True)
 class Bounded:
     """A batch's best bounds: ``lower [B, S]`` of the unsafe rows, their input coefficients
-    ``coef [B, S, n_in]`` (in the network's dtype), the BaBSR coefficients at the ReLU outputs
-    ``babsr [B, total]``, and the slopes and multipliers that gave them (``[B, S, total]``)."""
+    ``coef [B, S, n_in]`` (in the network's dtype), the coefficients the open rows put on each
+    activation's output ``at [B, total]`` (for branching), and the slopes and multipliers that
+    gave them (``[B, S, total]``)."""
 
     lower: torch.Tensor
     coef: torch.Tensor
-    babsr: torch.Tensor
+    at: torch.Tensor
     alpha: torch.Tensor
     beta: torch.Tensor
 
     def take(self, index: torch.Tensor) -> Bounded:
-        return Bounded(self.lower[index], self.coef[index], self.babsr[index], self.alpha[index], self.beta[index])
+        return Bounded(self.lower[index], self.coef[index], self.at[index], self.alpha[index], self.beta[index])
 
 
 class Bounder:
@@ -134,12 +164,12 @@ class Bounder:
         self.search_net = net if self.search == net.dtype else net.to(dtype=self.search)
         self.search_root = self.root if self.search == net.dtype else {
             k: Bounds(v.lower.to(self.search), v.upper.to(self.search)) for k, v in self.root.items()}
-        empty = [self.root[net.input.name].lower.flatten(1)[:, :0]]  # a net without ReLUs: [NB, 0]
+        empty = [self.root[net.input.name].lower.flatten(1)[:, :0]]  # a net without activations: [NB, 0]
         self.l0 = torch.cat([self.root[p].lower.flatten(1) for p in self.layout.pre] or empty, dim=1)
         self.u0 = torch.cat([self.root[p].upper.flatten(1) for p in self.layout.pre] or empty, dim=1)
         users = net.users()
         self.user_ops = [{net.node(u).op for u in users[p]} for p in self.layout.pre]
-        self.relu_names = frozenset(r.name for r in self.layout.relus)
+        self.act_names = frozenset(a.name for a in self.layout.acts)
 
     def context(self, lo: torch.Tensor, hi: torch.Tensor, alphas: dict[str, torch.Tensor], box: torch.Tensor,
                 ) -> BackwardContext:
@@ -149,18 +179,18 @@ class Bounder:
         bsz = lo.shape[0]
         root = self.root if lo.dtype == self.net.dtype else self.search_root
         bounds = {k: Bounds(_rows(v.lower, box), _rows(v.upper, box)) for k, v in root.items()}
-        for k, (relu, pre) in enumerate(zip(self.layout.relus, self.layout.pre)):
-            shape = (bsz, *relu.shape)
+        for k, (act, pre) in enumerate(zip(self.layout.acts, self.layout.pre)):
+            shape = (bsz, *act.shape)
             bounds[pre] = Bounds(self.layout.part(lo, k).reshape(shape), self.layout.part(hi, k).reshape(shape))
         return BackwardContext(bounds, alphas)
 
     def refine(self, d: SplitDomains, budget: Budget | None = None) -> SplitDomains:
-        """Each domain's pre-activation bounds of the ReLU layers after its newest split,
-        recomputed by CROWN on the domain's own bounds of the layers before, and intersected with
-        the bounds it has.  A split neuron is relaxed exactly, so the layers after a split
-        tighten; the layers up to it cannot change."""
+        """Each domain's pre-activation bounds of the layers after its newest split, recomputed
+        by CROWN on the domain's own bounds of the layers before, and intersected with the
+        bounds it has.  A split neuron is relaxed on its smaller interval (a ReLU exactly), so
+        the layers after a split tighten; the layers up to it cannot change."""
         lo, hi = d.lo.clone(), d.hi.clone()
-        for k in range(1, len(self.layout.relus)):
+        for k in range(1, len(self.layout.acts)):
             sel = (d.after < k).nonzero().flatten()
             if sel.numel() == 0:
                 continue
@@ -184,7 +214,7 @@ class Bounder:
         bsz = len(d)
         c = spec.batch(bsz).to(sd)
         weight = d.open.gather(1, spec.group.unsqueeze(0).expand(bsz, -1)).to(sd)  # [B, S]: open rows
-        sign = -d.splits.to(sd).unsqueeze(1)  # [B, 1, total]: -s_j
+        sign, point = -d.splits.to(sd).unsqueeze(1), _split_points(d).to(sd).unsqueeze(1)  # [B, 1, total]
         alpha = d.alpha.detach().to(sd).clone().requires_grad_(True)
         beta = d.beta.detach().to(sd).clone().requires_grad_(True)
         lo_s, hi_s = d.lo.to(sd), d.hi.to(sd)
@@ -193,7 +223,7 @@ class Bounder:
         for it in range(iterations + 1):
             with torch.enable_grad():
                 ctx = self.context(lo_s, hi_s, self._alphas(alpha), d.box)
-                res = self._pass(self.search_net, ctx, c, self._beta_terms(sign, beta))
+                res = self._pass(self.search_net, ctx, c, sign, point, beta)
             with torch.no_grad():
                 best = self._keep_best(best, res, alpha, beta, weight)
                 closed = (spec.disjunct_margins(best.lower) > 0) | ~d.open
@@ -212,15 +242,15 @@ class Bounder:
         with torch.no_grad():  # the deciding bound, in the network's dtype
             dt = self.net.dtype
             ctx = self.context(d.lo, d.hi, self._alphas(best.alpha.to(dt)), d.box)
-            res = self._pass(self.net, ctx, spec.batch(bsz), self._beta_terms(sign.to(dt), best.beta.to(dt)))
+            res = self._pass(self.net, ctx, spec.batch(bsz), sign.to(dt), point.to(dt), best.beta.to(dt))
         return replace(best, lower=res.lower, coef=res.A.flatten(2))
 
     def _keep_best(self, best: Bounded | None, res: LinearBound, alpha: torch.Tensor, beta: torch.Tensor,
                    weight: torch.Tensor) -> Bounded:
-        """``best`` updated row by row where ``res`` is better (the BaBSR coefficients per domain)."""
+        """``best`` updated row by row where ``res`` is better (the branching coefficients per domain)."""
         lower = res.lower.detach()
         if best is None:
-            return Bounded(lower, res.A.detach().flatten(2), self._babsr(res, weight), alpha.detach().clone(),
+            return Bounded(lower, res.A.detach().flatten(2), self._at(res, weight), alpha.detach().clone(),
                            beta.detach().clone())
         better = lower > best.lower  # [B, S]
         dom = better.any(dim=1)
@@ -228,36 +258,36 @@ class Bounder:
             return best
         rows = better.unsqueeze(-1)
         return Bounded(torch.maximum(best.lower, lower), torch.where(rows, res.A.detach().flatten(2), best.coef),
-                       torch.where(dom.unsqueeze(-1), self._babsr(res, weight), best.babsr),
+                       torch.where(dom.unsqueeze(-1), self._at(res, weight), best.at),
                        torch.where(rows, alpha.detach(), best.alpha), torch.where(rows, beta.detach(), best.beta))
 
-    def _pass(self, net: Network, ctx: BackwardContext, c: torch.Tensor, beta_terms: dict[str, torch.Tensor],
-              ) -> LinearBound:
-        """The CROWN backward pass of ``c: [B, S, n_out]`` with the split multipliers' terms,
-        recording the coefficients at the ReLU outputs (for BaBSR)."""
+    def _pass(self, net: Network, ctx: BackwardContext, c: torch.Tensor, sign: torch.Tensor, point: torch.Tensor,
+              beta: torch.Tensor) -> LinearBound:
+        """The CROWN backward pass of ``c: [B, S, n_out]`` with the split multipliers' terms
+        ``-s_j beta_j (z_j - p_j)`` (coefficients on the pre-activations, the constants added to
+        the bound), recording the coefficients at the activations' outputs (for branching)."""
         c = c.reshape(*c.shape[:2], *net.output_shape)
-        return backward(net, net.output, c, ctx, extra=beta_terms, record=self.relu_names)
+        bsz = beta.shape[0]
+        terms = {p: (self.layout.part(sign, k) * self.layout.part(beta, k)).reshape(bsz, -1, *a.shape)
+                 for k, (a, p) in enumerate(zip(self.layout.acts, self.layout.pre))}
+        res = backward(net, net.output, c, ctx, extra=terms, record=self.act_names)
+        shift = -(sign * beta * point).sum(-1)  # [B, S]: the constants -(-s beta)(-p) summed
+        return replace(res, lower=res.lower + shift, bias=res.bias + shift)
 
     def _alphas(self, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
         """The flat lower slopes ``[B, S, total]`` per ReLU node: ``[B, S, *shape]``."""
         bsz = alpha.shape[0]
-        return {r.name: self.layout.part(alpha, k).reshape(bsz, -1, *r.shape)
-                for k, r in enumerate(self.layout.relus)}
+        return {a.name: self.layout.part(alpha, k).reshape(bsz, -1, *a.shape)
+                for k, a in enumerate(self.layout.acts) if a.op is Op.RELU}
 
-    def _beta_terms(self, sign: torch.Tensor, beta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The split multipliers' terms ``-s_j beta_j`` per pre-activation node: ``[B, S, *shape]``."""
-        bsz = beta.shape[0]
-        return {p: (self.layout.part(sign, k) * self.layout.part(beta, k)).reshape(bsz, -1, *r.shape)
-                for k, (r, p) in enumerate(zip(self.layout.relus, self.layout.pre))}
-
-    def _babsr(self, res: LinearBound, weight: torch.Tensor) -> torch.Tensor:
-        """Per neuron, the open rows' coefficient at its ReLU output, summed: ``[B, total]``."""
+    def _at(self, res: LinearBound, weight: torch.Tensor) -> torch.Tensor:
+        """Per neuron, the open rows' coefficient at its activation's output, summed: ``[B, total]``."""
         bsz = weight.shape[0]
         parts = []
-        for r in self.layout.relus:
-            a = res.at.get(r.name)
-            parts.append(weight.new_zeros(bsz, r.size) if a is None
-                         else (a.detach().flatten(2) * weight.unsqueeze(-1)).sum(1))
+        for a in self.layout.acts:
+            coef = res.at.get(a.name)
+            parts.append(weight.new_zeros(bsz, a.size) if coef is None
+                         else (coef.detach().flatten(2) * weight.unsqueeze(-1)).sum(1))
         return torch.cat(parts, dim=1)
 
 
@@ -268,31 +298,62 @@ def _rows(t: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, box)
 
 
-def _clamp(lo: torch.Tensor, hi: torch.Tensor, splits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds ``[B, total]`` with each split applied: ``l_j := max(l_j, 0)`` where ``s_j = +1``,
-    ``u_j := min(u_j, 0)`` where ``s_j = -1``."""
-    return torch.where(splits > 0, lo.clamp(min=0), lo), torch.where(splits < 0, hi.clamp(max=0), hi)
+def _split_points(d: SplitDomains) -> torch.Tensor:
+    """The point of each neuron's newest split: its interval's lower end for an upper child
+    (``s = +1``), the upper end for a lower child (``-1``), 0 where unsplit: ``[B, total]``."""
+    return torch.where(d.splits > 0, d.lo, torch.where(d.splits < 0, d.hi, torch.zeros_like(d.lo)))
 
 
-def choose_neuron(d: SplitDomains, coef: torch.Tensor) -> torch.Tensor:
-    """The neuron to split per domain (``-1``: none left): BaBSR's intercept score, the bound
-    lost to the upper chord ``-l u / (u - l)`` weighted by the coefficient there, with the
-    smaller of ``-l, u`` as a tie-breaker."""
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Per domain, the neuron to split (``-1``: none left) and the point: ``[B]`` each."""
+
+    neuron: torch.Tensor
+    point: torch.Tensor
+
+
+def choose_split(layout: Layout, d: SplitDomains, at: torch.Tensor, root_width: torch.Tensor) -> Split:
+    """The neuron with the largest estimated gain per domain, and where to split it.
+
+    The gain is the open rows' coefficient at the neuron's output times the vertical gap its
+    relaxation leaves on the neuron's interval (for a ReLU, BaBSR's intercept score: the chord's
+    gap ``-l u / (u - l)`` where the coefficient is negative, with ``min(-l, u)`` as a
+    tie-breaker).  ReLUs, leaky ReLUs, signs and S-shaped activations are split at 0 when their
+    interval straddles it, every other neuron at its interval's midpoint.  Neurons whose
+    relaxation is already exact there, or whose interval is too narrow, are not split."""
     lo, hi = d.lo, d.hi
-    unstable = (lo < 0) & (hi > 0) & (d.splits == 0)
     width = (hi - lo).clamp(min=1e-30)
-    intercept = (-lo * hi / width).clamp(min=0)
-    score = (-coef).clamp(min=0) * intercept + 1e-4 * coef.abs() * torch.minimum(-lo, hi) + 1e-12 * intercept
-    score = torch.where(unstable, score, torch.full_like(score, -1.0))
-    best = score.argmax(dim=1)
-    none = ~unstable.any(dim=1)
-    return torch.where(none, torch.full_like(best, -1), best)
+    score, point, can = [], [], []
+    for k, act in enumerate(layout.acts):
+        l, u, c = layout.part(lo, k), layout.part(hi, k), layout.part(at, k)
+        wide = layout.part(width, k) > MIN_RELATIVE_WIDTH * layout.part(root_width, k).clamp(min=1e-30)
+        inexact = INEXACT[act.op](l, u) if act.op in INEXACT else torch.ones_like(wide)
+        zero = (l < 0) & (u > 0) & (act.op in SPLIT_AT_ZERO)
+        p = torch.where(zero, torch.zeros_like(l), (l + u) / 2)
+        if act.op is Op.RELU:
+            intercept = (-l * u / (u - l).clamp(min=1e-30)).clamp(min=0)
+            s = (-c).clamp(min=0) * intercept + 1e-4 * c.abs() * torch.minimum(-l, u) + 1e-12 * intercept
+            ok = (l < 0) & (u > 0) & (layout.part(d.splits, k) == 0)
+        else:
+            r = RELAXATIONS[act.op](l, u, act.attrs)
+            spread = r.upper_slope - r.lower_slope
+            gap = torch.maximum(spread * l, spread * u) + r.upper_bias - r.lower_bias
+            s = c.abs() * torch.nan_to_num(gap, posinf=1e30).clamp(min=0) + 1e-12 * layout.part(width, k)
+            ok = inexact & wide
+        score.append(s)
+        point.append(p)
+        can.append(ok)
+    score_t, point_t, can_t = torch.cat(score, 1), torch.cat(point, 1), torch.cat(can, 1)
+    score_t = torch.where(can_t, score_t, torch.full_like(score_t, -1.0))
+    best = score_t.argmax(dim=1)
+    none = ~can_t.any(dim=1)
+    return Split(torch.where(none, torch.full_like(best, -1), best), point_t.gather(1, best.unsqueeze(1))[:, 0])
 
 
 def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
             budget: Budget) -> Counterexample | None:
     """PGD with random restarts (and the centre) on the violation margin."""
-    restarts, steps = options.relu.attack_restarts, options.relu.attack_steps
+    restarts, steps = options.neuron.attack_restarts, options.neuron.attack_steps
     if restarts <= 0 or steps <= 0:
         return None
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
@@ -302,13 +363,13 @@ def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaB
     return cex if cex is not None else falsify.search(x)
 
 
-def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
-    """Decide ``problem`` by batched ReLU splitting (see the module docstring)."""
+def neuron_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
+    """Decide ``problem`` by batched neuron splitting (see the module docstring)."""
     dtype, device = options.torch_dtype, budget.device
     net = problem.network.to(dtype=dtype, device=device)
     spec = SpecMatrix.of(problem, dtype, device)
     falsify = Falsifier(problem, net, spec)
-    stats = Stats("relu")
+    stats = Stats("neuron")
     n_in = net.input_size
     lo = torch.as_tensor(np.array(problem.box.lower), dtype=dtype, device=device).reshape(1, n_in)
     hi = torch.as_tensor(np.array(problem.box.upper), dtype=dtype, device=device).reshape(1, n_in)
@@ -319,8 +380,8 @@ def relu_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict
     if cex is not None:
         return violated(stats, cex)
     root = root_bounds(net, lo, hi, options, budget)
-    alone = spec.n_groups > 1 and options.relu.joint_share < 1
-    joint = budget.share(options.relu.joint_share) if alone else budget
+    alone = spec.n_groups > 1 and options.neuron.joint_share < 1
+    joint = budget.share(options.neuron.joint_share) if alone else budget
     out = _Search(Target(net, spec, falsify), lo, hi, options, joint, stats, root=root).run()
     if out.counterexample is not None:
         return violated(stats, out.counterexample)
@@ -349,16 +410,16 @@ def root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOp
     root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
         root = crown_bounds(net, root_box, budget=budget)
-    if options.relu.intermediate_alpha_iterations <= 0:
+    if options.neuron.intermediate_alpha_iterations <= 0:
         return Root(root, {})
-    alpha = AlphaOptions(iterations=options.relu.intermediate_alpha_iterations, lr=options.lr_alpha)
+    alpha = AlphaOptions(iterations=options.neuron.intermediate_alpha_iterations, lr=options.lr_alpha)
     root, slopes = alpha_crown_layers(net, root_box, alpha, root, budget)
-    return Root(root, slopes if options.relu.refine_slopes else {})
+    return Root(root, slopes if options.neuron.refine_slopes else {})
 
 
 @dataclass(frozen=True, slots=True)
 class BoxesOutcome:
-    """What ReLU splitting inside several input boxes settled: a counterexample (in one of the
+    """What neuron splitting inside several input boxes settled: a counterexample (in one of the
     boxes), or which boxes are still open (``[NB]`` bool) and why (empty when none is)."""
 
     counterexample: Counterexample | None
@@ -368,12 +429,12 @@ class BoxesOutcome:
 
 def split_boxes(target: Target, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions, budget: Budget,
                 stats: Stats) -> BoxesOutcome:
-    """ReLU splitting inside the input boxes ``lo, hi: [NB, n]`` at once, with the hand-over
+    """Neuron splitting inside the input boxes ``lo, hi: [NB, n]`` at once, with the hand-over
     options (``options.hand_over``): the boxes' domains share the batches, shallowest first; a
     box is proved when none of its domains is left open, and given up (left open) once
     ``hand_over.box_domains`` of its domains have been bounded.  Input splitting hands its
     hardest sub-boxes here."""
-    handed = replace(options, relu=options.hand_over.relu, alpha_iterations=options.hand_over.alpha_iterations)
+    handed = replace(options, neuron=options.hand_over.neuron, alpha_iterations=options.hand_over.alpha_iterations)
     return _Search(target, lo, hi, handed, budget, stats, box_domains=options.hand_over.box_domains).run()
 
 
@@ -391,13 +452,13 @@ class _Search:
         net, spec = target.net, target.spec
         self.net, self.spec, self.falsify, self.lo, self.hi = net, spec, target.falsify, lo, hi
         self.options, self.budget, self.stats, self.box_domains = options, budget, stats, box_domains
-        self.exact = Op.MAXPOOL not in net.ops()  # leaves are linear (LP-exact) only without maxpool
+        self.exact = leaf_exact(net)
         root = root if root is not None else root_bounds(net, lo, hi, options, budget)
-        relu = options.relu
-        self.bounder = Bounder(net, spec, root, torch.float32 if relu.search_float32 else None)
+        self.bounder = Bounder(net, spec, root, torch.float32 if options.neuron.search_float32 else None)
         self.layout = self.bounder.layout
         n_boxes, rows, total = lo.shape[0], spec.C.shape[0], self.layout.total
         self.store = torch.float32  # alphas and betas are stored compactly; any value in range is sound
+        self.batch_size = self._batch_size(rows)
         device = lo.device
         b = self.bounder
         first = SplitDomains(
@@ -407,12 +468,26 @@ class _Search:
             alpha=(b.u0 >= -b.l0).to(self.store).unsqueeze(1).expand(n_boxes, rows, total),
             beta=torch.zeros(n_boxes, rows, total, dtype=self.store, device=device),
             open=torch.ones(n_boxes, spec.n_groups, dtype=torch.bool, device=device), lo=b.l0, hi=b.u0,
-            after=torch.full((n_boxes,), len(self.layout.relus), dtype=torch.long, device=device))
+            after=torch.full((n_boxes,), len(self.layout.acts), dtype=torch.long, device=device))
+        self.root_width = (b.u0 - b.l0)
         cap = domain_cap(options, total * (1 + 8 * rows + 2 * lo.element_size()) + 80 + spec.n_groups)
         self.pool: Pool[SplitDomains] = Pool(first, cap)
         self.given_up = torch.zeros(n_boxes, dtype=torch.bool, device=device)  # or undecided
         self.spent = torch.zeros(n_boxes, dtype=torch.long, device=device)
         self.rounds = 0
+
+    def _batch_size(self, rows: int) -> int:
+        """``neuron.batch_size``, shrunk so that one bound pass fits in ``neuron.batch_memory_mb``:
+        per domain about 8 tensors of ``rows x`` the widest node (the backward pass, its
+        gradients) and 6 of ``rows x`` the split neurons (alphas, betas, Adam's moments)."""
+        widest = max(n.size for n in self.net.nodes)
+        per_domain = 8 * rows * (8 * widest + 6 * self.layout.total)
+        fit = self.options.neuron.batch_memory_mb * 2**20 // max(1, per_domain)
+        size = max(1, min(self.options.neuron.batch_size, fit))
+        if size < self.options.neuron.batch_size:
+            log.info("neuron splitting: batches of %d domains (of %d) to stay within %d MB", size,
+                     self.options.neuron.batch_size, self.options.neuron.batch_memory_mb)
+        return size
 
     def run(self) -> BoxesOutcome:
         while len(self.pool):
@@ -425,9 +500,10 @@ class _Search:
                 return self._open(f"domain cap {self.pool.cap} reached after {self.stats.domains} domains, "
                                   f"{len(self.pool)} open")
         if bool(self.given_up.any()):
-            return self._open(f"{self.stats.undecided} fully split domain(s) not decided by the leaf LP after "
-                              f"{self.stats.domains} domains" if self.box_domains is None else
-                              f"{int(self.given_up.sum())} box(es) given up or undecided")
+            what = "not decided by the leaf LP" if self.exact else "too narrow to split further"
+            return self._open(f"{self.stats.undecided} domain(s) {what} after {self.stats.domains} domains"
+                              if self.box_domains is None else f"{int(self.given_up.sum())} box(es) given up or "
+                                                               f"undecided")
         return self._open("")
 
     def _open(self, reason: str) -> BoxesOutcome:
@@ -437,16 +513,16 @@ class _Search:
 
     def _round(self) -> Counterexample | None:
         """One batch: select, refine, bound, prune, falsify, branch."""
-        d = self.pool.pop(self.options.relu.batch_size, shallow_first=self.box_domains is not None)
-        iterations = self.options.alpha_iterations if self.rounds == 0 else self.options.relu.beta_iterations
+        d = self.pool.pop(self.batch_size, shallow_first=self.box_domains is not None)
+        iterations = self.options.alpha_iterations if self.rounds == 0 else self.options.neuron.beta_iterations
         self.rounds += 1
         self.stats.domains += len(d)
         self.stats.batches += 1
-        if self.options.relu.refine_intermediate:
+        if self.options.neuron.refine_intermediate:
             d = self._refine(d)
             if not len(d):
                 return None
-        lr = (self.options.lr_alpha, self.options.relu.lr_beta)
+        lr = (self.options.lr_alpha, self.options.neuron.lr_beta)
         res = self.bounder.bound(d, iterations, lr, self.budget)
         d, res, unclosed = self._prune(d, res)
         if not len(d):
@@ -486,41 +562,44 @@ class _Search:
         return d.take(sel), res.take(sel), unclosed[sel]
 
     def _branch(self, d: SplitDomains, res: Bounded, unclosed: torch.Tensor) -> Counterexample | None:
-        """Split each domain on its best neuron into two children; decide fully split leaves."""
-        neuron = choose_neuron(d, res.babsr)
-        leaf = neuron < 0
+        """Split each domain on its chosen neuron into two children; decide (or give up) the
+        domains with nothing left to split."""
+        split = choose_split(self.layout, d, res.at, _rows(self.root_width, d.box))
+        leaf = split.neuron < 0
         if bool(leaf.any()):
             cex = self._leaves(d.take(leaf), unclosed[leaf])
             if cex is not None:
                 return cex
             go = ~leaf
-            d, res, unclosed, neuron = d.take(go), res.take(go), unclosed[go], neuron[go]
-        if neuron.numel() == 0:
+            d, res, unclosed, split = d.take(go), res.take(go), unclosed[go], Split(split.neuron[go], split.point[go])
+        if split.neuron.numel() == 0:
             return None
-        r = torch.arange(neuron.numel(), device=neuron.device)
-        active, inactive = d.splits.clone(), d.splits.clone()
-        active[r, neuron], inactive[r, neuron] = 1, -1
-        splits = torch.cat([active, inactive])
+        r = torch.arange(split.neuron.numel(), device=split.neuron.device)
+        upper, lower = d.splits.clone(), d.splits.clone()
+        upper[r, split.neuron], lower[r, split.neuron] = 1, -1
+        up_lo, low_hi = d.lo.clone(), d.hi.clone()
+        up_lo[r, split.neuron] = torch.maximum(d.lo[r, split.neuron], split.point)  # z >= p
+        low_hi[r, split.neuron] = torch.minimum(d.hi[r, split.neuron], split.point)  # z <= p
         margins = self.spec.disjunct_margins(res.lower)
         key = torch.where(unclosed, margins, torch.full_like(margins, torch.inf)).amin(dim=1)
-        starts = torch.tensor(self.layout.offsets, device=neuron.device)
-        layer = torch.searchsorted(starts, neuron, right=True) - 1
-        lo, hi = _clamp(torch.cat([d.lo, d.lo]), torch.cat([d.hi, d.hi]), splits)
+        starts = torch.tensor(self.layout.offsets, device=split.neuron.device)
+        layer = torch.searchsorted(starts, split.neuron, right=True) - 1
         children = SplitDomains(
-            key=torch.cat([key, key]), depth=torch.cat([d.depth + 1, d.depth + 1]), splits=splits,
+            key=torch.cat([key, key]), depth=torch.cat([d.depth + 1, d.depth + 1]), splits=torch.cat([upper, lower]),
             box=torch.cat([d.box, d.box]), alpha=torch.cat([res.alpha, res.alpha]).to(self.store),
             beta=torch.cat([res.beta, res.beta]).to(self.store), open=torch.cat([unclosed, unclosed]),
-            lo=lo, hi=hi, after=torch.cat([layer, layer]))
+            lo=torch.cat([up_lo, d.lo]), hi=torch.cat([d.hi, low_hi]), after=torch.cat([layer, layer]))
         self.pool.push(children)
         self.stats.max_depth = max(self.stats.max_depth, int(children.depth.max()))
         self.stats.max_open = max(self.stats.max_open, len(self.pool))
         return None
 
     def _leaves(self, d: SplitDomains, unclosed: torch.Tensor) -> Counterexample | None:
-        """Fully split domains: linear on their regions, decided by an exact LP."""
+        """Domains with nothing left to split: linear on their regions on affine-and-ReLU nets,
+        decided by an exact LP; otherwise undecided."""
         for j in range(len(d)):
             proved, cex = (decide_leaf(self.bounder, self.falsify, d.take(slice(j, j + 1)), unclosed[j])
-                           if self.exact and self.options.relu.leaf_lp else (False, None))
+                           if self.exact and self.options.neuron.leaf_lp else (False, None))
             if cex is not None:
                 return cex
             if not proved:
