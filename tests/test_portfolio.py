@@ -110,7 +110,7 @@ def test_answers_outside_declared_capabilities_are_withdrawn(instance: Instance,
 
 @pytest.mark.parametrize(("stage", "message"), [
     ("{engine: bab, options: {mode: sideways}}", "bab.mode: 'sideways' is not one of"),
-    ("{engine: bab, options: {relu: {batchsize: 3}}}", "bab.relu: unknown option(s) batchsize"),
+    ("{engine: bab, options: {neuron: {batchsize: 3}}}", "bab.neuron: unknown option(s) batchsize"),
     ("{engine: crown, options: {iterations: many}}", "crown.iterations: 'many' is not an integer"),
     ("{engine: fuzz, options: {batchsize: 3}}", "unknown fuzz option(s) batchsize"),
     ("{engine: nosuch}", "unknown engine 'nosuch'"),
