@@ -1,7 +1,8 @@
 """ONNX -> :class:`~certify.network.Network`, through the public ``onnx`` API only.
 
 * :mod:`~certify.io.onnx.graph`: the values and the IR under construction (the batch convention);
-* :mod:`~certify.io.onnx.convert`: :data:`CONVERTERS`, one converter per ONNX op type;
+* :mod:`~certify.io.onnx.convert`: :data:`CONVERTERS`, one converter per ONNX op type (modules
+  ``elementwise``, ``products``, ``layout``);
 * :mod:`~certify.io.onnx.fold`: nodes over constants only are evaluated at load time;
 * :mod:`~certify.io.onnx.simplify`: the sweep that fuses affines into linear / conv nodes and
   drops no-ops.
