@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/run_vnncomp.py BENCH_DIR [--timeout S] [--workers N] [--solver P]
         [--out DIR] [--resume] [--fuzz-first S] [--device cpu|cuda|auto]
+        [--proofs check|record|off] [--certificates]
 
 ``BENCH_DIR`` holds ``*_instances.csv`` (``onnx,vnnlib,timeout``) and ``expected.csv``
 (``onnx,vnnlib,expected`` with ``sat`` = violated, ``unsat`` = holds, ``unknown`` = nobody
@@ -16,7 +17,9 @@ Writes, under ``--out`` (default ``out/vnncomp/<BENCH_DIR name>``):
 * ``<list>.vnncomp.csv``: VNN-COMP 2021 results rows ``onnx,vnnlib,result,time``;
 * ``<list>.csv``: per instance ``onnx,vnnlib,expected,status,check,engine,seconds,reason``,
   ``check`` being ``ok``, ``WRONG`` (contradicts expected.csv) or ``-`` (nothing to compare);
-* ``summary.md``: the markdown table (also printed).
+* ``summary.md``: the markdown table (also printed), with the proofs: how many HOLDS were
+  confirmed by the proof checker, checking time against search time and, with
+  ``--certificates``, the certificates' sizes (written to ``certificates/``).
 
 Any verdict that contradicts ``expected.csv`` is printed loudly on stderr and makes the exit
 code 1.  A violated verdict always carries a counterexample replayed in onnxruntime, so a
@@ -93,10 +96,35 @@ def run_list(csv_path: Path, expected: dict[tuple[str, str], str], options: Suit
     return {"name": stem, "summary": s, "wrong": wrong, "answered_known": answered_known,
             "expected_known": sum(1 for r in report.records
                                   if expected.get((r["onnx"], r["vnnlib"])) in EXPECTED_STATUS),
-            "timeouts": sorted({float(r["timeout"]) for r in report.records}), "table": format_summary(s)}
+            "timeouts": sorted({float(r["timeout"]) for r in report.records}), "table": format_summary(s),
+            "records": report.records}
 
 
-def markdown(bench: Path, rows: list[dict[str, Any]], options: SuiteOptions, wall: float) -> str:
+def proof_lines(rows: list[dict[str, Any]], certificates: Path | None) -> list[str]:
+    """How the HOLDS' proofs fared: checked count, checking vs search time, certificate sizes."""
+    holds = [r for row in rows for r in row["records"] if r["status"] == "holds"]
+    if not holds:
+        return []
+    proofs = [r.get("proof") or {} for r in holds]
+    checked = sum(1 for p in proofs if p.get("checked"))
+    check_s = sum(float(p.get("seconds", 0.0)) for p in proofs)
+    total_s = sum(float(r["seconds"]) for r in holds)
+    reasons = sorted({p.get("reason", "no proof record") for p in proofs if not p.get("checked")})
+    lines = ["", f"Proofs: {checked} of {len(holds)} HOLDS confirmed by the proof checker; checking took "
+                 f"{check_s:.1f} s against {total_s - check_s:.1f} s of search for them "
+                 f"({check_s / max(total_s - check_s, 1e-9):.0%})."]
+    if reasons:
+        lines.append("Not confirmed: " + "; ".join(reasons[:5]) + ".")
+    if certificates is not None:
+        sizes = [f.stat().st_size for f in certificates.glob("*.npz")]
+        if sizes:
+            lines.append(f"Certificates: {len(sizes)} files, {sum(sizes) / 2**20:.1f} MiB in all, median "
+                         f"{sorted(sizes)[len(sizes) // 2] / 1024:.1f} KiB, largest {max(sizes) / 2**20:.2f} MiB.")
+    return lines
+
+
+def markdown(bench: Path, rows: list[dict[str, Any]], options: SuiteOptions, wall: float,
+             certificates: Path | None = None) -> str:
     lines = [f"## {bench.name}", "",
              f"certify suite, solver `{options.engine or options.solver}`, {options.workers} worker(s), "
              f"timeout {'%g s (override)' % options.timeout if options.timeout else 'per instance list'}"
@@ -112,6 +140,7 @@ def markdown(bench: Path, rows: list[dict[str, Any]], options: SuiteOptions, wal
                      f"{s.total_seconds:.1f} | {s.median_seconds:.2f} | {s.wall_seconds:.1f} |")
     lines += ["", f"Wall time of the whole run: {wall:.1f} s. \"wrong\" counts answers that contradict "
               "expected.csv (must be 0)."]
+    lines += proof_lines(rows, certificates)
     for r in rows:
         for w in r["wrong"]:
             lines.append(f"- **WRONG** {w}")
@@ -129,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue the results files already in --out")
     ap.add_argument("--fuzz-first", type=float, default=0.0, metavar="S")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--proofs", default="check", choices=["check", "record", "off"])
+    ap.add_argument("--certificates", action="store_true", help="keep every HOLDS's certificate under OUT/certificates")
     args = ap.parse_args(argv)
 
     lists = sorted(args.bench_dir.glob("*_instances.csv"))
@@ -138,16 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("out") / "vnncomp" / args.bench_dir.resolve().name
     out.mkdir(parents=True, exist_ok=True)
     expected = read_expected(args.bench_dir / "expected.csv")
+    certificates = out / "certificates" if args.certificates else None
+    if certificates is not None:
+        certificates.mkdir(exist_ok=True)
     try:
         options = SuiteOptions(solver=args.solver, engine=args.engine, device=args.device, workers=args.workers,
-                               timeout=args.timeout, fuzz_first=args.fuzz_first)
+                               timeout=args.timeout, fuzz_first=args.fuzz_first, proofs=args.proofs,
+                               certificates=certificates)
         start = time.monotonic()
         rows = [run_list(p, expected, options, out, args.resume) for p in lists]
     except CertifyError as exc:
         sys.stderr.write(f"run_vnncomp: error: {exc}\n")
         return 2
     wall = time.monotonic() - start
-    md = markdown(args.bench_dir, rows, options, wall)
+    md = markdown(args.bench_dir, rows, options, wall, certificates)
     (out / "summary.md").write_text(md)
     for r in rows:
         sys.stderr.write(f"\n{r['name']}:\n{r['table']}\n")

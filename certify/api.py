@@ -12,7 +12,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,10 +31,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CheckOptions:
+    """``proofs``: ``check`` (every HOLDS comes with a certificate the independent checker
+    confirms before it is reported; a rejected one becomes UNKNOWN), ``record`` (certificates
+    made, not checked) or ``off``; ``certificates``: where to write them (a file for a spec of
+    one instance, else ``<stem>.<k><suffix>`` beside it)."""
+
     solver: str = "default"  # a preset name from solvers/ or a preset YAML path
     engine: str | None = None  # run only this engine (overrides solver)
     timeout: float = 60.0
     device: str = "auto"  # auto | cpu | cuda
+    proofs: Literal["check", "record", "off"] = "check"
+    certificates: Path | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,13 +90,25 @@ class CheckResult:
                 "runtime": cex.runtime,
             },
             "lifted": _jsonable(self.lifted),
+            "proof": self.proof,
             "instances": [
                 {"name": r.name, "status": r.verdict.status.value, "engine": r.verdict.engine,
                  "seconds": round(r.verdict.seconds, 4), "reason": r.verdict.reason,
-                 **({"certificate": r.verdict.certificate} if r.verdict.certificate else {})}
+                 **({"certificate": r.verdict.certificate} if r.verdict.certificate else {}),
+                 **({"proof": r.verdict.proof_note.as_dict()} if r.verdict.proof_note else {})}
                 for r in self.instances
             ],
         }
+
+    @property
+    def proof(self) -> dict[str, Any] | None:
+        """For HOLDS: whether every instance's proof was checked, and the first reason not."""
+        if self.status is not Status.HOLDS:
+            return None
+        notes = [r.verdict.proof_note for r in self.instances]
+        unchecked = [n.reason if n else "no certificate" for n in notes if n is None or not n.checked]
+        return {"checked": not unchecked, "reason": unchecked[0] if unchecked else "",
+                "seconds": round(sum(n.seconds for n in notes if n), 4)}
 
 
 def resolve_device(device: str) -> str:
@@ -147,13 +167,14 @@ def load_instances(model_path: str | os.PathLike[str], spec_path: str | os.PathL
         from certify.io.vnnlib import parse_vnnlib, to_problems
 
         problems = to_problems(parse_vnnlib(spec_path), net, name=spec_name.stem)
-        return [Instance(p, oracle) for p in problems]
+        return [Instance(p, oracle, model=model_path if p.network is net else None) for p in problems]
     if suffix in (".yaml", ".yml"):
         from certify.io.yaml import load_spec
         from certify.lower import lower_document
 
         doc = load_spec(spec_path)
-        return [Instance(lw.problem, lw.oracle or oracle, lw.lift, lw.exact)
+        return [Instance(lw.problem, lw.oracle or oracle, lw.lift, lw.exact,
+                         model=model_path if lw.problem.network is net else None)
                 for lw in lower_document(doc, net, spec_path.parent, model_path=model_path)]
     raise SpecError(f"{spec_path}: unknown spec format {suffix!r} (expected .vnnlib, .yaml or .yml)")
 
@@ -176,19 +197,45 @@ def check_instances(instances: list[Instance], options: CheckOptions, started: f
     (``time.monotonic()``; default: now), so that loading the files is part of it."""
     start = time.monotonic() if started is None else started
     preset = preset_for(options)
-    budget = Budget(start + options.timeout, resolve_device(options.device))
+    budget = Budget(start + options.timeout, resolve_device(options.device), proofs=options.proofs != "off")
     results: list[InstanceResult] = []
+    models: dict[Path, bytes] = {}
     for k, inst in enumerate(instances):
         name = inst.problem.name or f"instance {k}"
         if budget.expired:
             results.append(InstanceResult(name, Verdict(Status.UNKNOWN, preset.name, 0.0, "timeout")))
             continue
         v = run_portfolio(inst, preset, budget)
+        if v.status is Status.HOLDS and options.proofs != "off":
+            v = _confirm(inst, v, options, budget, models, certificate_path(options.certificates, k, len(instances)))
         lifted = inst.lift(v.counterexample.x) if v.status is Status.VIOLATED and v.counterexample else None
         results.append(InstanceResult(name, v, lifted))
         if v.status is Status.VIOLATED:
             break
     return summarize(results, time.monotonic() - start)
+
+
+def certificate_path(target: Path | None, k: int, n: int) -> Path | None:
+    """Where instance ``k`` of ``n`` writes its certificate: ``target`` itself for one instance,
+    else ``<stem>.<k><suffix>`` beside it."""
+    if target is None or n == 1:
+        return target
+    return target.with_name(f"{target.stem}.{k}{target.suffix}")
+
+
+def _confirm(inst: Instance, v: Verdict, options: CheckOptions, budget: Budget, models: dict[Path, bytes],
+             write: Path | None) -> Verdict:
+    """The HOLDS ``v`` confirmed by the proof checker (:func:`certify.proof.confirm.confirm`)."""
+    from certify.io.files import read_bytes
+    from certify.proof.confirm import confirm
+
+    model = None
+    if inst.model is not None:
+        path = resolve(inst.model)
+        if path not in models:
+            models[path] = read_bytes(path)
+        model = models[path]
+    return confirm(v, inst.problem, model, options.proofs == "check", budget.deadline, write)
 
 
 def summarize(results: list[InstanceResult], seconds: float) -> CheckResult:

@@ -1,4 +1,5 @@
-"""The shared time budget: one wall-clock deadline, and the device to compute on.
+"""The shared time budget: one wall-clock deadline, the device to compute on, and whether a
+proof is wanted with each HOLDS.
 
 Every long loop (bound passes, optimiser iterations, branch-and-bound batches, solver calls)
 reads :attr:`Budget.expired` (or :attr:`~Budget.remaining`) and stops with the sound result it
@@ -8,25 +9,27 @@ has, so that ``certify check --timeout T`` answers by ``T``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A wall-clock deadline (``time.monotonic`` seconds) and the device to compute on."""
+    """A wall-clock deadline (``time.monotonic`` seconds), the device to compute on, and
+    whether engines that can should attach a proof certificate to a HOLDS (``proofs``)."""
 
     deadline: float
     device: str = "cpu"
+    proofs: bool = False
 
     @staticmethod
-    def seconds(seconds: float, device: str = "cpu") -> Budget:
-        return Budget(time.monotonic() + seconds, device)
+    def seconds(seconds: float, device: str = "cpu", proofs: bool = False) -> Budget:
+        return Budget(time.monotonic() + seconds, device, proofs)
 
     @staticmethod
-    def unlimited(device: str = "cpu") -> Budget:
-        return Budget(float("inf"), device)
+    def unlimited(device: str = "cpu", proofs: bool = False) -> Budget:
+        return Budget(float("inf"), device, proofs)
 
     @property
     def remaining(self) -> float:
@@ -38,11 +41,11 @@ class Budget:
 
     def share(self, fraction: float) -> Budget:
         """A budget ending after ``fraction`` of the remaining time."""
-        return Budget(time.monotonic() + max(0.0, self.remaining) * fraction, self.device)
+        return replace(self, deadline=time.monotonic() + max(0.0, self.remaining) * fraction)
 
     def at_most(self, seconds: float) -> Budget:
         """A budget ending after ``seconds`` or at this one's deadline, whichever is first."""
-        return Budget(min(self.deadline, time.monotonic() + seconds), self.device)
+        return replace(self, deadline=min(self.deadline, time.monotonic() + seconds))
 
     @property
     def torch_device(self) -> torch.device:

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "certify.commands.engines",
     "certify.commands.report",
     "certify.commands.spec",
+    "certify.commands.proof",
     "certify.train.cli",
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,3 +26,6 @@ class Instance:
     #: False when the problem over-approximates the property: a counterexample that fails to
     #: replay is then expected (it lies outside the property), not a bug.
     exact: bool = True
+    #: The ONNX file the problem's network is exactly (None when the lowering changed the
+    #: network, e.g. a two-copy product for monotonicity): what a proof certificate is checked on.
+    model: Path | None = None

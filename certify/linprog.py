@@ -284,10 +284,13 @@ def relaxation_verdict(engine: str, system: ConstraintSystem, results: list[Disj
 @dataclass(frozen=True, slots=True)
 class SmallLP:
     """The outcome of :func:`solve_small`: ``status`` 0 optimal, 2 infeasible, other: no answer
-    (scipy's codes); ``x`` the optimal point when optimal."""
+    (scipy's codes); ``x`` the optimal point and ``duals`` the multipliers ``>= 0`` of the rows
+    ``a_ub x <= b_ub`` (optimal: ``cost . x >= min over the bounds of (cost + a_ub' duals) . x -
+    duals . b_ub``, equal at the optimum), when optimal."""
 
     status: int
     x: np.ndarray | None
+    duals: np.ndarray | None = None
 
 
 def solve_small(cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
@@ -303,4 +306,6 @@ def solve_small(cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
     if not all(np.all(np.isfinite(a)) and np.all(np.abs(a) <= LP_MAGNITUDE) for a in finite):
         return SmallLP(4, None)  # HiGHS reads values past 1e20 as infinite: its answer would mean nothing
     res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
-    return SmallLP(int(res.status), None if res.x is None else np.asarray(res.x))
+    marginals = getattr(getattr(res, "ineqlin", None), "marginals", None)
+    duals = None if marginals is None or res.x is None else np.maximum(-np.asarray(marginals, dtype=np.float64), 0.0)
+    return SmallLP(int(res.status), None if res.x is None else np.asarray(res.x), duals)

@@ -153,7 +153,7 @@ def vouch(problem: Problem, verdict: Verdict) -> Verdict:
         return verdict
     log.warning("%s: %s held by its bounds, withdrawn: %s", problem.name or "problem", verdict.engine,
                 found.reason)
-    return replace(verdict, status=Status.UNKNOWN, reason=found.reason, certificate=None)
+    return replace(verdict, status=Status.UNKNOWN, reason=found.reason, certificate=None, proof=None)
 
 
 def guarded(check: Callable[[Any, Problem, Any], Verdict]) -> Callable[[Any, Problem, Any], Verdict]:

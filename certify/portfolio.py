@@ -61,7 +61,7 @@ class Stage:
             seconds *= self.share
         if self.max_seconds is not None:
             seconds = min(seconds, self.max_seconds)
-        return Budget(time.monotonic() + seconds, budget.device)
+        return budget.at_most(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +176,7 @@ def _within_capabilities(engine: Engine, verdict: Verdict) -> Verdict:
     if (verdict.status is Status.HOLDS and not caps.proves) or (verdict.status is Status.VIOLATED
                                                               and not caps.falsifies):
         log.error("BUG: engine %s answered %s, which it declares it cannot", engine.name, verdict.status.value)
-        return replace(verdict, status=Status.UNKNOWN, counterexample=None, certificate=None,
+        return replace(verdict, status=Status.UNKNOWN, counterexample=None, certificate=None, proof=None,
                        reason=f"{engine.name} answered {verdict.status.value} against its declared capabilities "
                               f"(logged as a bug)")
     return verdict

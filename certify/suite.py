@@ -274,12 +274,15 @@ class SuiteOptions:
     ``timeout_scale``.  ``grace``: seconds past the timeout before a worker is killed
     (None: 10 s + 10 % of the timeout).  ``threads``: torch threads per worker (None: the CPU
     count divided by ``workers``).  ``fuzz_first``: seconds of batched fuzzing per network
-    before the proofs (0: off).
+    before the proofs (0: off).  ``proofs``: as ``certify check --proofs``; ``certificates``:
+    a folder for every HOLDS's certificate (``<onnx stem>__<vnnlib stem>.npz``).
     """
 
     solver: str = "default"
     engine: str | None = None
     device: str = "auto"
+    proofs: str = "check"
+    certificates: Path | None = None
     workers: int = 1
     timeout: float | None = None
     timeout_scale: float = 1.0
@@ -413,6 +416,8 @@ class WorkerConfig:
     engine: str | None
     device: str
     threads: int
+    proofs: str = "check"
+    certificates: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +458,8 @@ def _worker_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -
 
         torch.set_num_threads(config.threads)
         options = CheckOptions(solver=config.solver, engine=config.engine, timeout=1.0,
-                               device=resolve_device(config.device))
+                               device=resolve_device(config.device), proofs=config.proofs,  # type: ignore[arg-type]
+                               certificates=config.certificates)
         for stage in preset_for(options).stages:
             # import every engine now, not inside the first instance's timeout (a fresh
             # worker after a kill would otherwise pay the imports and overrun again)
@@ -528,7 +534,12 @@ def _run_task(task: Task, options: Any, cache: OrderedDict[str, Any]) -> dict[st
         net = _network(task.onnx_path, cache)
         instances = load_instances(task.onnx_path, task.vnnlib_path, network=net)
         loaded = time.monotonic() - start
-        result = check_instances(instances, replace(options, timeout=max(0.0, task.timeout - loaded)))
+        target = options.certificates
+        if target is not None:
+            stems = (Path(task.onnx_path).name.split(".")[0], Path(task.vnnlib_path).name.split(".")[0])
+            target = target / f"{stems[0]}__{stems[1]}.npz"
+        result = check_instances(instances, replace(options, timeout=max(0.0, task.timeout - loaded),
+                                                    certificates=target))
     except CertifyError as exc:
         return _error_record(str(exc), time.monotonic() - start, exc, net is not None)
     except Exception as exc:  # a bug on this instance: keep the suite going, keep the traceback
@@ -539,7 +550,7 @@ def _run_task(task: Task, options: Any, cache: OrderedDict[str, Any]) -> dict[st
     opaque = net.is_opaque
     return {"status": data["status"], "seconds": time.monotonic() - start, "load_seconds": loaded,
             "engine": data["engine"], "reason": data["reason"], "net_loaded": not opaque,
-            **({"opaque": True} if opaque else {}),
+            **({"opaque": True} if opaque else {}), **({"proof": data["proof"]} if data.get("proof") else {}),
             "counterexample": _cex_record(data["counterexample"])}
 
 
@@ -728,7 +739,8 @@ def run_suite(entries: Sequence[SuiteEntry], store: ResultsStore, options: Suite
 
     if pending:
         threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
-        config = WorkerConfig(options.solver, options.engine, options.device, threads)
+        config = WorkerConfig(options.solver, options.engine, options.device, threads, options.proofs,
+                              options.certificates)
         pool = _Pool(config, min(options.workers, len(pending)), options.start_timeout)
         try:
             if options.fuzz_first > 0:

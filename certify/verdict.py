@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from certify.proof.certificate import Certificate
+
 
 class Status(str, Enum):
     HOLDS = "holds"
@@ -34,6 +36,22 @@ class Counterexample:
     runtime: str = "onnxruntime"
 
 
+@dataclass(frozen=True, slots=True)
+class ProofNote:
+    """What became of a HOLDS's proof: ``checked`` when the independent checker
+    (:mod:`certify.proof.check`) accepted its certificate, else why not (``reason``); the
+    certificate's node count and the checking time."""
+
+    checked: bool
+    reason: str = ""
+    nodes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "reason": self.reason, "nodes": self.nodes,
+                "seconds": round(self.seconds, 4)}
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Verdict:
     status: Status
@@ -43,6 +61,8 @@ class Verdict:
     counterexample: Counterexample | None = None
     certificate: dict[str, Any] | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    proof: Certificate | None = None  # a HOLDS's proof tree, when the engine made one (certify.proof)
+    proof_note: ProofNote | None = None  # what the independent checker said of it
 
     def with_time(self, seconds: float) -> Verdict:
         return replace(self, seconds=seconds)

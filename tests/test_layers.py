@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "certify"
 #: Lowest first.  A module's layer is the first entry with a matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("certify", "certify.errors", "certify.budget", "certify.options"),
-    ("certify.network", "certify.verdict", "certify.spec"),
+    ("certify.network", "certify.verdict", "certify.spec", "certify.proof"),
     ("certify.relax", "certify.problem"),
     ("certify.bounds", "certify.spec_matrix", "certify.io"),
     ("certify.numeric", "certify.encode", "certify.replay", "certify.instance", "certify.falsify",
@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("certify.bab", "certify.fuzz"),
     ("certify.engines",),
     ("certify.portfolio",),
-    ("certify.api", "certify.suite", "certify.train", "certify.report"),
+    ("certify.api", "certify.suite", "certify.train", "certify.report", "certify.proof.confirm"),
     ("certify.commands", "certify.cli"),
 )
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from certify.bab.options import BaBOptions
+from certify.bab.record import Recorder
 from certify.verdict import Counterexample, Status, Verdict
 
 ENGINE = "bab"
@@ -65,10 +66,11 @@ def corner_points(A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, group: to
     return torch.cat([centres, pts], dim=0)
 
 
-def holds(stats: Stats, reason: str = "") -> Verdict:
+def holds(stats: Stats, recorder: Recorder | None = None, reason: str = "") -> Verdict:
+    """HOLDS, with the proof tree the ``recorder`` collected."""
     return Verdict(Status.HOLDS, engine=ENGINE, seconds=stats.seconds, reason=reason,
                    certificate={"method": f"bab-{stats.mode}", "domains": stats.domains},
-                   stats=stats.as_dict())
+                   stats=stats.as_dict(), proof=None if recorder is None else recorder.build())
 
 
 def violated(stats: Stats, cex: Counterexample) -> Verdict:

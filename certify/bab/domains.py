@@ -23,10 +23,12 @@ B = TypeVar("B", bound="Batch")
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Rows of domains; subclasses add the tensor fields (all ``[N, ...]``), ``key`` (lower
-    is more urgent: the parent's worst open margin) and ``depth`` among them."""
+    is more urgent: the parent's worst open margin), ``depth`` and ``node`` (the domain's node
+    in the proof tree being recorded, :mod:`certify.bab.record`; 0 when none is) among them."""
 
     key: torch.Tensor  # [N]
     depth: torch.Tensor  # [N] long
+    node: torch.Tensor  # [N] long
 
     def __len__(self) -> int:
         return int(self.key.shape[0])

@@ -37,11 +37,13 @@ import torch
 from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, violated
 from certify.bab.domains import BoxDomains, Pool
 from certify.bab.options import BaBOptions
+from certify.bab.record import Recorder
 from certify.bounds import (
     RELAXED_OPS,
     AlphaOptions,
     Bounds,
-    alpha_crown_bounds,
+    NodeSlopes,
+    alpha_crown_layers,
     alpha_crown_objective,
     crown_bounds,
     crown_objective,
@@ -103,12 +105,13 @@ class BoxBounds:
 
 
 def box_bounds(net: Network, box: Bounds, known: torch.Tensor | None, how: Bounding,
-               budget: Budget | None = None) -> tuple[dict[str, Bounds], torch.Tensor]:
+               budget: Budget | None = None) -> tuple[dict[str, Bounds], torch.Tensor, dict[str, NodeSlopes]]:
     """Bounds of every node on a batch of boxes (see :class:`Bounding`), intersected with the
     ``known`` bounds of the relaxed nodes (inherited from a parent box, which contains the child).
 
     ``known: [B, 2, m]`` stacks lower and upper bounds of the relaxed nodes (flattened, in
-    order); the same layout is returned for the children to inherit.
+    order); the same layout is returned for the children to inherit, with the slopes that
+    tightened them (empty without ``how.tighten``).
     """
     relaxed = relaxed_inputs(net)
     fixed: dict[str, Bounds] = {}
@@ -124,23 +127,26 @@ def box_bounds(net: Network, box: Bounds, known: torch.Tensor | None, how: Bound
         out = crown_bounds(net, box, fixed or None, method=how.method, budget=budget)
     else:
         out = ibp(net, box, fixed)
+    slopes: dict[str, NodeSlopes] = {}
     if how.tighten is not None:
-        out = alpha_crown_bounds(net, box, how.tighten, bounds=out, budget=budget)
+        out, slopes = alpha_crown_layers(net, box, how.tighten, bounds=out, budget=budget)
     flat = [torch.stack([out[name].lower.flatten(1), out[name].upper.flatten(1)], dim=1) for name in relaxed]
     stacked = torch.cat(flat, dim=2) if flat else box.lower.new_zeros(box.lower.shape[0], 2, 0)
-    return out, stacked
+    return out, stacked, slopes
 
 
 def bound_boxes(net: Network, spec: SpecMatrix, d: BoxDomains, how: Bounding, budget: Budget | None = None,
-                ) -> BoxBounds:
+                recorder: Recorder | None = None) -> BoxBounds:
     """The lower bound of every unsafe row on each sub-box of ``d`` and its input coefficients
-    (with the domains' ``known`` bounds updated)."""
+    (with the domains' ``known`` bounds updated); the disjuncts it rules out, and the slopes
+    that tightened the intermediate bounds, go to the ``recorder``."""
     bsz = len(d)
     shape = net.input_shape
     box = Bounds(d.lo.reshape(bsz, *shape), d.hi.reshape(bsz, *shape))
     c = spec.batch(bsz)
+    alphas = None
     with torch.no_grad():
-        bounds, stacked = box_bounds(net, box, d.known if d.known.shape[2] else None, how, budget)
+        bounds, stacked, slopes = box_bounds(net, box, d.known if d.known.shape[2] else None, how, budget)
         d = replace(d, known=stacked)
         if budget is not None and budget.expired:  # no time for a backward pass: intervals
             return BoxBounds(d, ibp_objective(net, bounds, c), c.new_zeros(bsz, c.shape[1], d.lo.shape[1]))
@@ -150,9 +156,15 @@ def bound_boxes(net: Network, spec: SpecMatrix, d: BoxDomains, how: Bounding, bu
             def stop(lower: torch.Tensor) -> bool:
                 return bool(((spec.disjunct_margins(lower) > 0) | ~d.open).all())
 
-            best, _ = alpha_crown_objective(net, bounds, c, AlphaOptions(iterations=how.iterations, lr=how.lr),
-                                            stop=stop, budget=budget)
-    return BoxBounds(d, best.lower.detach(), best.A.detach().flatten(2))
+            best, alphas = alpha_crown_objective(net, bounds, c, AlphaOptions(iterations=how.iterations, lr=how.lr),
+                                                 stop=stop, budget=budget)
+    lower = best.lower.detach()
+    if recorder is not None:
+        recorder.slopes(d.node, slopes, net)
+        flat = None if alphas is None else recorder.flat_alphas(alphas, lower)
+        recorder.close(d.node, lower, d.open & (spec.disjunct_margins(lower) > 0), spec, flat,
+                       recorder.unstable(bounds))
+    return BoxBounds(d, lower, best.A.detach().flatten(2))
 
 
 def _branch_dims(options: BaBOptions, spec: SpecMatrix, b: BoxBounds, root_width: torch.Tensor,
@@ -186,9 +198,10 @@ def _branch_dims(options: BaBOptions, spec: SpecMatrix, b: BoxBounds, root_width
     return torch.where(lagging, widest, pick)
 
 
-def input_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
-    """Decide ``problem`` by batched input splitting (see the module docstring)."""
-    return _Search(problem, options, budget).run()
+def input_split(problem: Problem, options: BaBOptions, budget: Budget, recorder: Recorder | None = None) -> Verdict:
+    """Decide ``problem`` by batched input splitting (see the module docstring); its proof tree
+    goes to the ``recorder``."""
+    return _Search(problem, options, budget, recorder).run()
 
 
 def _unstable(known: torch.Tensor) -> torch.Tensor:
@@ -237,9 +250,9 @@ class _Search:
     """One input-splitting search: the pool of open sub-boxes and the round that works on a
     bounded batch of them (prune, hand over, falsify, branch)."""
 
-    def __init__(self, problem: Problem, options: BaBOptions, budget: Budget) -> None:
+    def __init__(self, problem: Problem, options: BaBOptions, budget: Budget, recorder: Recorder | None) -> None:
         dtype, device = options.torch_dtype, budget.device
-        self.problem, self.options, self.budget = problem, options, budget
+        self.problem, self.options, self.budget, self.recorder = problem, options, budget, recorder
         self.net = problem.network.to(dtype=dtype, device=device)
         self.spec = SpecMatrix.of(problem, dtype, device)
         self.falsify = Falsifier(problem, self.net, self.spec)
@@ -250,8 +263,8 @@ class _Search:
         self.root_width = (self.hi - self.lo)[0]
         m = sum(self.net.node(name).size for name in relaxed_inputs(self.net))
         self.cap = domain_cap(options, (2 * n + 2 * m + 2) * (torch.finfo(dtype).bits // 8) + k + 8)
-        self.root = BoxDomains(key=self.lo.new_full((1,), -torch.inf),
-                               depth=torch.zeros(1, dtype=torch.long, device=device), lo=self.lo, hi=self.hi,
+        zero = torch.zeros(1, dtype=torch.long, device=device)
+        self.root = BoxDomains(key=self.lo.new_full((1,), -torch.inf), depth=zero, node=zero, lo=self.lo, hi=self.hi,
                                open=torch.ones(1, k, dtype=torch.bool, device=device),
                                known=self.lo.new_zeros(1, 2, 0))
         self.pool: Pool[BoxDomains] = Pool(self.root, self.cap)  # replaced by the bounded root's children
@@ -264,7 +277,8 @@ class _Search:
             return violated(self.stats, cex)
         # The root: CROWN intermediate bounds (tightened by alpha-CROWN), alpha-CROWN objective.
         how = Bounding(self.options.alpha_iterations, self.options.lr_alpha, tighten=_tightening(self.options))
-        pending: BoxBounds | None = self._inheritable(bound_boxes(self.net, self.spec, self.root, how, self.budget))
+        pending: BoxBounds | None = self._inheritable(bound_boxes(self.net, self.spec, self.root, how, self.budget,
+                                                                  self.recorder))
         self.pool = Pool(pending.domains.take(slice(0, 0)), self.cap)  # empty, with the root's field shapes
         self.stats.domains += 1
         while pending is not None or len(self.pool):
@@ -280,7 +294,7 @@ class _Search:
         if self.stats.undecided:
             return undecided(self.stats, f"{self.stats.undecided} sub-box(es) at minimal width neither proved nor "
                              f"falsified after {self.stats.domains} domains")
-        return holds(self.stats)
+        return holds(self.stats, self.recorder)
 
     def _inheritable(self, b: BoxBounds) -> BoxBounds:
         """Forward bounds are not inherited: on huge trees inheriting costs more than it saves."""
@@ -317,7 +331,7 @@ class _Search:
         mode = opts.intermediate
         how = Bounding(opts.alpha_iterations, self.options.lr_alpha, refresh=mode in ("crown", "forward"),
                        method=mode)
-        out = self._inheritable(bound_boxes(self.net, self.spec, d, how, self.budget))
+        out = self._inheritable(bound_boxes(self.net, self.spec, d, how, self.budget, self.recorder))
         self.stats.domains += len(d)
         self.stats.batches += 1
         if mode == "two-stage":
@@ -344,11 +358,11 @@ class _Search:
         idx = pick.nonzero().flatten()
         how = Bounding(self.options.input.alpha_iterations, self.options.lr_alpha, refresh=tighten is None,
                        tighten=tighten)
-        again = bound_boxes(self.net, self.spec, b.domains.take(idx), how, self.budget)
         d = b.domains
         closed = self.spec.disjunct_margins(b.lower[idx]) > 0
-        domains = replace(d, open=d.open.index_put((idx,), d.open[idx] & ~closed),
-                          known=d.known.index_put((idx,), again.domains.known))
+        d = replace(d, open=d.open.index_put((idx,), d.open[idx] & ~closed))
+        again = bound_boxes(self.net, self.spec, d.take(idx), how, self.budget, self.recorder)
+        domains = replace(d, known=d.known.index_put((idx,), again.domains.known))
         return BoxBounds(domains, b.lower.index_put((idx,), again.lower), b.A.index_put((idx,), again.A))
 
     def _handed(self, d: BoxDomains) -> torch.Tensor:
@@ -362,12 +376,13 @@ class _Search:
         """Neuron splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
         ``hand_over.seconds`` per box.  Returns which domains stay open and a counterexample if
         one was found."""
-        from certify.bab.neuron_split import Target, split_boxes
+        from certify.bab.neuron_split import Boxes, Target, split_boxes
 
         idx = handed.nonzero().flatten()
         budget = self.budget.at_most(self.options.hand_over.seconds * idx.numel())
         target = Target(self.net, self.spec, self.falsify)
-        out = split_boxes(target, d.lo[idx], d.hi[idx], self.options, budget, self.stats)
+        out = split_boxes(target, Boxes(d.lo[idx], d.hi[idx], d.node[idx], d.open[idx]), self.options, budget,
+                          self.stats, self.recorder)
         keep = torch.ones_like(handed)
         keep[idx] = out.open_boxes
         self.stats.relu_boxes += idx.numel()
@@ -401,6 +416,7 @@ class _Search:
             d = b.domains
             rows = torch.arange(dims.shape[0], device=dims.device)
         mid = (d.lo[rows, dims] + d.hi[rows, dims]) / 2
+        low, high = (d.node, d.node) if self.recorder is None else self.recorder.split_inputs(d.node, dims, mid)
         left_hi, right_lo = d.hi.clone(), d.lo.clone()
         left_hi[rows, dims] = mid
         right_lo[rows, dims] = mid
@@ -408,7 +424,8 @@ class _Search:
         key = torch.where(unclosed, margins, torch.full_like(margins, torch.inf)).amin(dim=1)
         depth = d.depth + 1
         self.pool.push(BoxDomains(key=torch.cat([key, key]), depth=torch.cat([depth, depth]),
-                                  lo=torch.cat([d.lo, right_lo]), hi=torch.cat([left_hi, d.hi]),
+                                  node=torch.cat([low, high]), lo=torch.cat([d.lo, right_lo]),
+                                  hi=torch.cat([left_hi, d.hi]),
                                   open=torch.cat([unclosed, unclosed]), known=torch.cat([d.known, d.known])))
         if depth.numel():
             self.stats.max_depth = max(self.stats.max_depth, int(depth.max()))

@@ -27,6 +27,7 @@ from certify.verdict import Counterexample
 
 if TYPE_CHECKING:
     from certify.bab.neuron_split import Bounder
+    from certify.bab.record import Recorder
 
 __all__ = ["decide_leaf"]
 
@@ -38,12 +39,16 @@ def _linear_form(net: Network, target: str, c: torch.Tensor, ctx: BackwardContex
     return lb.A[0].flatten(1).cpu().numpy(), lb.bias[0].cpu().numpy()
 
 
-def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``a x <= b`` of the region the splits define (``-s_j z_j <= 0`` per split neuron)."""
+def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``a x <= b`` of the region the splits define (``-s_j z_j <= 0`` per split neuron),
+    with each row's neuron (global id) and side ``s_j``."""
     net, layout = bounder.net, bounder.layout
     dtype, device = d.lo.dtype, d.lo.device
     a_ub: list[np.ndarray] = [np.zeros((0, net.input_size))]
     b_ub: list[np.ndarray] = [np.zeros(0)]
+    ids: list[np.ndarray] = [np.zeros(0, np.int64)]
+    sides: list[np.ndarray] = [np.zeros(0, np.int8)]
     for k, (relu, pre) in enumerate(zip(layout.acts, layout.pre)):  # all ReLUs: leaves are exact only then
         s = layout.part(d.splits, k)[0]
         idx = (s != 0).nonzero().flatten()
@@ -55,21 +60,26 @@ def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext) -> tuple[np
         sg = -s[idx].cpu().numpy().astype(np.float64)  # active (s=+1): -z <= 0
         a_ub.append(sg[:, None] * g)
         b_ub.append(-sg * g0)
-    return np.concatenate(a_ub), np.concatenate(b_ub)
+        ids.append(layout.offsets[k] + idx.cpu().numpy().astype(np.int64))
+        sides.append(s[idx].cpu().numpy().astype(np.int8))
+    return np.concatenate(a_ub), np.concatenate(b_ub), np.concatenate(ids), np.concatenate(sides)
 
 
 def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: torch.Tensor,
-                ) -> tuple[bool, Counterexample | None]:
+                recorder: Recorder | None = None) -> tuple[bool, Counterexample | None]:
     """Decide one fully split domain (``d`` holds one row) on its open disjuncts ``open_ [K]``.
 
-    Returns ``(proved, counterexample)``; ``(False, None)`` when the LP is inconclusive.
+    Returns ``(proved, counterexample)``; ``(False, None)`` when the LP is inconclusive.  A
+    proof goes to the ``recorder`` as the LP's multipliers: on the disjunct's rows (its
+    weights) and on the split constraints (their betas); an empty region by the multipliers
+    of the split constraints alone, from an LP that minimizes their largest violation.
     """
     net, spec = bounder.net, bounder.spec
     ctx = bounder.context(d.lo, d.hi, {}, d.box)
     box = ctx.bounds[net.input.name]
     n_in = net.input_size
-    base_a, base_b = _region(bounder, d, ctx)
-    base_a = np.hstack([base_a, np.zeros((base_a.shape[0], 1))])
+    region_a, base_b, ids, sides = _region(bounder, d, ctx)
+    base_a = np.hstack([region_a, np.zeros((region_a.shape[0], 1))])
     out_a, out_b = _linear_form(net, net.output, spec.C.reshape(1, -1, *net.output_shape), ctx)
     rhs, group = spec.b.cpu().numpy(), spec.group.cpu().numpy()
     bounds = [(float(a), float(b)) for a, b in zip(box.lower.flatten().tolist(), box.upper.flatten().tolist())]
@@ -77,6 +87,7 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
     cost = np.zeros(n_in + 1)
     cost[-1] = 1.0
     proved = True
+    node = int(d.node[0])
     for k in range(spec.n_groups):
         if not bool(open_[k]):
             continue
@@ -85,11 +96,16 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
         ra = np.hstack([out_a[rows], -np.ones((rows.size, 1))])
         res = solve_small(cost, np.vstack([base_a, ra]), np.concatenate([base_b, rhs[rows] - out_b[rows]]), bounds)
         if res.status == 2:  # infeasible: the domain is empty
+            if recorder is not None:
+                _record_empty(recorder, node, open_, region_a, base_b, bounds[:-1], ids, sides)
             return True, None
         if res.status != 0 or res.x is None:
             proved = False
             continue
         if float(res.x[-1]) > PROOF_TOLERANCE * (1 + float(np.abs(rhs[rows]).max())) + 1e-9:
+            if recorder is not None and res.duals is not None:
+                n_base = base_a.shape[0]
+                recorder.close_lp(node, k, res.duals[n_base:], (ids, sides, res.duals[:n_base]))
             continue
         proved = False
         x = torch.as_tensor(res.x[:-1], dtype=box.lower.dtype, device=box.lower.device).reshape(1, -1)
@@ -97,3 +113,17 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
         if cex is not None:
             return False, cex
     return proved, None
+
+
+def _record_empty(recorder: Recorder, node: int, open_: torch.Tensor, a: np.ndarray, b: np.ndarray,
+                  bounds: list[tuple[float | None, float | None]], ids: np.ndarray, sides: np.ndarray) -> None:
+    """The region ``a x <= b`` inside the box is empty: ``min s`` with ``a x - s <= b`` has a
+    positive optimum, and its multipliers (summing to 1) show it for every open disjunct."""
+    n = a.shape[1]
+    cost = np.zeros(n + 1)
+    cost[-1] = 1.0
+    res = solve_small(cost, np.hstack([a, -np.ones((a.shape[0], 1))]), b, [*bounds, (None, None)])
+    if res.status != 0 or res.x is None or res.duals is None or float(res.x[-1]) <= 0:
+        return  # no proof of emptiness to record: the checker will reject the certificate
+    for k in open_.nonzero().flatten().tolist():
+        recorder.close_lp(node, k, None, (ids, sides, res.duals))

@@ -43,6 +43,7 @@ from certify.bab.common import Stats, corner_points, domain_cap, holds, undecide
 from certify.bab.domains import Pool, SplitDomains
 from certify.bab.leaf import decide_leaf
 from certify.bab.options import BaBOptions
+from certify.bab.record import Recorder
 from certify.bounds import (
     AlphaOptions,
     BackwardContext,
@@ -315,12 +316,14 @@ class Split:
 def choose_split(layout: Layout, d: SplitDomains, at: torch.Tensor, root_width: torch.Tensor) -> Split:
     """The neuron with the largest estimated gain per domain, and where to split it.
 
-    The gain is the open rows' coefficient at the neuron's output times the vertical gap its
-    relaxation leaves on the neuron's interval (for a ReLU, BaBSR's intercept score: the chord's
-    gap ``-l u / (u - l)`` where the coefficient is negative, with ``min(-l, u)`` as a
-    tie-breaker).  ReLUs, leaky ReLUs, signs and S-shaped activations are split at 0 when their
-    interval straddles it, every other neuron at its interval's midpoint.  Neurons whose
-    relaxation is already exact there, or whose interval is too narrow, are not split."""
+    The gain is the open rows' coefficient at the neuron's output times the part of its
+    relaxation's vertical gap the split removes.  For a ReLU that is BaBSR's intercept score
+    (the chord's gap ``-l u / (u - l)`` where the coefficient is negative, ``min(-l, u)`` as a
+    tie-breaker): a split makes it exact.  For the others it is the gap on the neuron's
+    interval less the wider of the gaps on its two halves (a split only narrows them).  ReLUs,
+    leaky ReLUs, signs and S-shaped activations are split at 0 when their interval straddles it,
+    every other neuron at its interval's midpoint.  Neurons whose relaxation is already exact
+    there, or whose interval is too narrow, are not split."""
     lo, hi = d.lo, d.hi
     width = (hi - lo).clamp(min=1e-30)
     score, point, can = [], [], []
@@ -334,11 +337,9 @@ def choose_split(layout: Layout, d: SplitDomains, at: torch.Tensor, root_width: 
             intercept = (-l * u / (u - l).clamp(min=1e-30)).clamp(min=0)
             s = (-c).clamp(min=0) * intercept + 1e-4 * c.abs() * torch.minimum(-l, u) + 1e-12 * intercept
             ok = (l < 0) & (u > 0) & (layout.part(d.splits, k) == 0)
-        else:
-            r = RELAXATIONS[act.op](l, u, act.attrs)
-            spread = r.upper_slope - r.lower_slope
-            gap = torch.maximum(spread * l, spread * u) + r.upper_bias - r.lower_bias
-            s = c.abs() * torch.nan_to_num(gap, posinf=1e30).clamp(min=0) + 1e-12 * layout.part(width, k)
+        else:  # the gap the split removes: the parent's, less the wider of its halves'
+            gained = _gap(act, l, u) - torch.maximum(_gap(act, l, p), _gap(act, p, u))
+            s = c.abs() * gained.clamp(min=0) + 1e-12 * layout.part(width, k)
             ok = inexact & wide
         score.append(s)
         point.append(p)
@@ -348,6 +349,15 @@ def choose_split(layout: Layout, d: SplitDomains, at: torch.Tensor, root_width: 
     best = score_t.argmax(dim=1)
     none = ~can_t.any(dim=1)
     return Split(torch.where(none, torch.full_like(best, -1), best), point_t.gather(1, best.unsqueeze(1))[:, 0])
+
+
+def _gap(act: Node, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The largest vertical distance between the upper and the lower line of ``act``'s
+    relaxation on ``[l, u]`` (at an end of the interval: the lines are straight)."""
+    r = RELAXATIONS[act.op](l, u, act.attrs)
+    spread = r.upper_slope - r.lower_slope
+    gap = torch.maximum(spread * l, spread * u) + r.upper_bias - r.lower_bias
+    return torch.nan_to_num(gap, nan=0.0, posinf=1e30).clamp(min=0)
 
 
 def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
@@ -363,8 +373,26 @@ def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaB
     return cex if cex is not None else falsify.search(x)
 
 
-def neuron_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdict:
-    """Decide ``problem`` by batched neuron splitting (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class Boxes:
+    """The input boxes a search runs in: ``lo, hi [NB, n]``, their nodes in the proof tree
+    ``node [NB]`` and the disjuncts still open in each ``open [NB, K]``."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    node: torch.Tensor
+    open: torch.Tensor
+
+    @staticmethod
+    def whole(lo: torch.Tensor, hi: torch.Tensor, n_groups: int, node: int = 0) -> Boxes:
+        """One box, every disjunct open."""
+        return Boxes(lo, hi, torch.full((1,), node, dtype=torch.long, device=lo.device),
+                     torch.ones(1, n_groups, dtype=torch.bool, device=lo.device))
+
+
+def neuron_split(problem: Problem, options: BaBOptions, budget: Budget, recorder: Recorder | None = None) -> Verdict:
+    """Decide ``problem`` by batched neuron splitting (see the module docstring); its proof
+    tree goes to the ``recorder``."""
     dtype, device = options.torch_dtype, budget.device
     net = problem.network.to(dtype=dtype, device=device)
     spec = SpecMatrix.of(problem, dtype, device)
@@ -380,26 +408,36 @@ def neuron_split(problem: Problem, options: BaBOptions, budget: Budget) -> Verdi
     if cex is not None:
         return violated(stats, cex)
     root = root_bounds(net, lo, hi, options, budget)
+    if recorder is not None:
+        recorder.slopes(torch.zeros(1, dtype=torch.long), root.slopes, net)
     alone = spec.n_groups > 1 and options.neuron.joint_share < 1
     joint = budget.share(options.neuron.joint_share) if alone else budget
-    out = _Search(Target(net, spec, falsify), lo, hi, options, joint, stats, root=root).run()
+    start = 0
+    if alone and recorder is not None:  # the joint search in a fork of its own: pruned if it gives up
+        start = recorder.builder.same(0, np.ones(spec.n_groups, dtype=bool))
+    out = _Search(Target(net, spec, falsify), Boxes.whole(lo, hi, spec.n_groups, start), options, joint, stats,
+                  recorder, root=root).run()
     if out.counterexample is not None:
         return violated(stats, out.counterexample)
     if not out.reason:
-        return holds(stats)
+        return holds(stats, recorder)
     if not alone or budget.expired:
         return undecided(stats, out.reason)
     # The joint search did not settle it: each disjunct by a search of its own, a single
     # objective with branching chosen for it alone (the unsafe set is their union).
     first = out.reason
+    if recorder is not None:
+        recorder.abandon(torch.tensor([start]))
     for k in range(spec.n_groups):
-        out = _Search(Target(net, spec.disjunct(k), falsify), lo, hi, options, budget, stats, root=root).run()
+        view, node = (None, 0) if recorder is None else recorder.alone(k)
+        out = _Search(Target(net, spec.disjunct(k), falsify), Boxes.whole(lo, hi, 1, node), options, budget, stats,
+                      view, root=root).run()
         if out.counterexample is not None:
             return violated(stats, out.counterexample)
         if out.reason:
             return undecided(stats, f"all disjuncts at once: {first}; disjunct {k + 1} of {spec.n_groups} "
                                     f"alone: {out.reason}")
-    return holds(stats)
+    return holds(stats, recorder)
 
 
 def root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
@@ -427,15 +465,22 @@ class BoxesOutcome:
     reason: str
 
 
-def split_boxes(target: Target, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions, budget: Budget,
-                stats: Stats) -> BoxesOutcome:
-    """Neuron splitting inside the input boxes ``lo, hi: [NB, n]`` at once, with the hand-over
-    options (``options.hand_over``): the boxes' domains share the batches, shallowest first; a
-    box is proved when none of its domains is left open, and given up (left open) once
+def split_boxes(target: Target, boxes: Boxes, options: BaBOptions, budget: Budget, stats: Stats,
+                recorder: Recorder | None = None) -> BoxesOutcome:
+    """Neuron splitting inside the input ``boxes`` at once, with the hand-over options
+    (``options.hand_over``): the boxes' domains share the batches, shallowest first; a box is
+    proved when none of its domains is left open, and given up (left open) once
     ``hand_over.box_domains`` of its domains have been bounded.  Input splitting hands its
-    hardest sub-boxes here."""
+    hardest sub-boxes here.  Each box's search hangs under a fork of its node in the proof
+    tree, pruned if the box is given up."""
     handed = replace(options, neuron=options.hand_over.neuron, alpha_iterations=options.hand_over.alpha_iterations)
-    return _Search(target, lo, hi, handed, budget, stats, box_domains=options.hand_over.box_domains).run()
+    if recorder is not None:
+        forks = [recorder.builder.same(int(n), m) for n, m in zip(boxes.node.tolist(), boxes.open.cpu().numpy())]
+        boxes = replace(boxes, node=torch.tensor(forks, dtype=torch.long, device=boxes.node.device))
+    out = _Search(target, boxes, handed, budget, stats, recorder, box_domains=options.hand_over.box_domains).run()
+    if recorder is not None and bool(out.open_boxes.any()):
+        recorder.abandon(boxes.node[out.open_boxes])
+    return out
 
 
 class _Search:
@@ -444,16 +489,21 @@ class _Search:
     shallowest domains go first, so every box gets its first splits before any gets deep ones,
     and a box is given up after that many domains; otherwise the worst-bounded go first.
 
-    Eight parameters: the target, the input boxes (two bounds), the options, the budget and the
-    shared counters are all needed; the per-box cap and the root bounds are optional."""
+    Eight parameters: the target, the input boxes, the options, the budget, the shared counters
+    and the proof recorder are all needed; the per-box cap and the root bounds are optional."""
 
-    def __init__(self, target: Target, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions, budget: Budget,
-                 stats: Stats, box_domains: int | None = None, root: Root | None = None) -> None:
+    def __init__(self, target: Target, boxes: Boxes, options: BaBOptions, budget: Budget, stats: Stats,
+                 recorder: Recorder | None, box_domains: int | None = None, root: Root | None = None) -> None:
         net, spec = target.net, target.spec
+        lo, hi = boxes.lo, boxes.hi
         self.net, self.spec, self.falsify, self.lo, self.hi = net, spec, target.falsify, lo, hi
         self.options, self.budget, self.stats, self.box_domains = options, budget, stats, box_domains
+        self.recorder = recorder
         self.exact = leaf_exact(net)
-        root = root if root is not None else root_bounds(net, lo, hi, options, budget)
+        if root is None:
+            root = root_bounds(net, lo, hi, options, budget)
+            if recorder is not None:
+                recorder.slopes(boxes.node, root.slopes, net)
         self.bounder = Bounder(net, spec, root, torch.float32 if options.neuron.search_float32 else None)
         self.layout = self.bounder.layout
         n_boxes, rows, total = lo.shape[0], spec.C.shape[0], self.layout.total
@@ -463,11 +513,11 @@ class _Search:
         b = self.bounder
         first = SplitDomains(
             key=lo.new_full((n_boxes,), -torch.inf), depth=torch.zeros(n_boxes, dtype=torch.long, device=device),
-            splits=torch.zeros(n_boxes, total, dtype=torch.int8, device=device),
+            node=boxes.node, splits=torch.zeros(n_boxes, total, dtype=torch.int8, device=device),
             box=torch.arange(n_boxes, device=device),
             alpha=(b.u0 >= -b.l0).to(self.store).unsqueeze(1).expand(n_boxes, rows, total),
             beta=torch.zeros(n_boxes, rows, total, dtype=self.store, device=device),
-            open=torch.ones(n_boxes, spec.n_groups, dtype=torch.bool, device=device), lo=b.l0, hi=b.u0,
+            open=boxes.open, lo=b.l0, hi=b.u0,
             after=torch.full((n_boxes,), len(self.layout.acts), dtype=torch.long, device=device))
         self.root_width = (b.u0 - b.l0)
         cap = domain_cap(options, total * (1 + 8 * rows + 2 * lo.element_size()) + 80 + spec.n_groups)
@@ -554,7 +604,11 @@ class _Search:
             if bool(over.any()):
                 self.given_up |= over
                 self.pool.drop(~over[self.pool.domains.box])
-        unclosed = d.open & ~(self.spec.disjunct_margins(res.lower) > 0)
+        closed = self.spec.disjunct_margins(res.lower) > 0
+        if self.recorder is not None:
+            self.recorder.close(d.node, res.lower, d.open & closed, self.spec, res.alpha, (d.lo < 0) & (d.hi > 0),
+                                (res.beta, d.splits))
+        unclosed = d.open & ~closed
         todo = unclosed.any(dim=1)
         if self.box_domains is not None:
             todo &= ~self.given_up[d.box]
@@ -584,8 +638,11 @@ class _Search:
         key = torch.where(unclosed, margins, torch.full_like(margins, torch.inf)).amin(dim=1)
         starts = torch.tensor(self.layout.offsets, device=split.neuron.device)
         layer = torch.searchsorted(starts, split.neuron, right=True) - 1
+        low, high = ((d.node, d.node) if self.recorder is None
+                     else self.recorder.split_neurons(d.node, split.neuron, split.point))
         children = SplitDomains(
-            key=torch.cat([key, key]), depth=torch.cat([d.depth + 1, d.depth + 1]), splits=torch.cat([upper, lower]),
+            key=torch.cat([key, key]), depth=torch.cat([d.depth + 1, d.depth + 1]), node=torch.cat([high, low]),
+            splits=torch.cat([upper, lower]),
             box=torch.cat([d.box, d.box]), alpha=torch.cat([res.alpha, res.alpha]).to(self.store),
             beta=torch.cat([res.beta, res.beta]).to(self.store), open=torch.cat([unclosed, unclosed]),
             lo=torch.cat([up_lo, d.lo]), hi=torch.cat([d.hi, low_hi]), after=torch.cat([layer, layer]))
@@ -598,7 +655,7 @@ class _Search:
         """Domains with nothing left to split: linear on their regions on affine-and-ReLU nets,
         decided by an exact LP; otherwise undecided."""
         for j in range(len(d)):
-            proved, cex = (decide_leaf(self.bounder, self.falsify, d.take(slice(j, j + 1)), unclosed[j])
+            proved, cex = (decide_leaf(self.bounder, self.falsify, d.take(slice(j, j + 1)), unclosed[j], self.recorder)
                            if self.exact and self.options.neuron.leaf_lp else (False, None))
             if cex is not None:
                 return cex

@@ -124,7 +124,14 @@ def _alpha_search_cast(network: Network, bounds: Mapping[str, Bounds], c: torch.
     better = found.lower >= plain.lower
     best = LinearBound(torch.where(_expand(better, found.A), found.A, plain.A),
                        torch.where(better, found.bias, plain.bias), torch.maximum(found.lower, plain.lower))
-    return best, alphas
+    used = {}  # the slopes that give ``best``: CROWN's own where plain CROWN won
+    for n in network.nodes:
+        if n.op is Op.RELU and n.name in alphas:
+            pre = bounds[n.inputs[0]]
+            a = alphas[n.name].expand(-1, better.shape[1], *alphas[n.name].shape[2:])  # shared: one row
+            default = relu_default_alpha(pre.lower, pre.upper).unsqueeze(1).expand_as(a)
+            used[n.name] = torch.where(_expand(better, a), a, default)
+    return best, used
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from certify.commands.common import EXIT_FOR_STATUS, add_device_option, write_json
+from certify.commands.common import EXIT_FOR_STATUS, add_device_option, add_proof_options, write_json
 from certify.verdict import Counterexample
 
 #: Counterexamples with at most this many input values are printed in full.
@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", default=None, metavar="PATH|-", help="also write JSON")
     p.add_argument("--cex", type=Path, default=None, metavar="PATH",
                    help="write the counterexample (x, y) to this .npz file")
+    add_proof_options(p)
+    p.add_argument("--certificate", type=Path, default=None, metavar="PATH",
+                   help="write a HOLDS's proof certificate to this .npz file (several instances: PATH.<k>.npz); "
+                        "check it later with `certify proof check`")
     add_device_option(p)
     p.set_defaults(func=run)
 
@@ -35,12 +39,19 @@ def run(args: argparse.Namespace) -> int:
     from certify.api import CheckOptions, check
     from certify.io.files import plain_name
 
-    result = check(args.model, args.spec, CheckOptions(solver=args.solver, engine=args.engine,
-                                                        timeout=args.timeout, device=args.device))
+    result = check(args.model, args.spec, CheckOptions(solver=args.solver, engine=args.engine, timeout=args.timeout,
+                                                        device=args.device, proofs=args.proofs,
+                                                        certificates=args.certificate))
     out = sys.stdout if args.json_out != "-" else sys.stderr
     out.write(f"{result.status.value.upper()}  ({result.engine}, {result.seconds:.2f} s)\n")
     if result.reason:
         out.write(f"reason: {result.reason}\n")
+    proof = result.proof
+    if proof is not None:
+        out.write("proof: checked by the independent checker\n" if proof["checked"]
+                  else f"proof: not checked ({proof['reason']})\n")
+        if args.certificate is not None and result.status.value == "holds":
+            out.write(f"certificate written to {args.certificate}\n")
     cex = result.counterexample
     if cex is not None:
         x = np.asarray(cex.x).reshape(-1)

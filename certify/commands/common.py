@@ -38,3 +38,10 @@ def write_json(data: dict[str, Any], target: str) -> None:
 def add_device_option(parser: Any) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where tensors live (default: cuda when available)")
+
+
+def add_proof_options(parser: Any) -> None:
+    parser.add_argument("--proofs", choices=["check", "record", "off"], default="check",
+                        help="check: every HOLDS carries a certificate the independent proof checker confirms "
+                             "before it is reported (a rejected one becomes UNKNOWN); record: certificates "
+                             "without the check; off: neither (default: check)")

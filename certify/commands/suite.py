@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from certify.commands.common import Exit, add_device_option
+from certify.commands.common import Exit, add_device_option, add_proof_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first fuzz all instances of each network in one batch for S seconds per network, "
                         "recording violations at once; then prove the rest (default 0: off)")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    add_proof_options(p)
+    p.add_argument("--certificates", type=Path, default=None, metavar="DIR",
+                   help="write every HOLDS's proof certificate into DIR (<onnx stem>__<vnnlib stem>.npz)")
     add_device_option(p)
     p.set_defaults(func=run)
 
@@ -107,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
         write_vnncomp_csv,
     )
 
+    if args.certificates is not None:
+        args.certificates.mkdir(parents=True, exist_ok=True)
     options = SuiteOptions(solver=args.solver, engine=args.engine, device=args.device, workers=args.workers,
                            timeout=args.timeout, timeout_scale=args.timeout_scale, grace=args.grace,
-                           threads=args.threads, fuzz_first=args.fuzz_first)
+                           threads=args.threads, fuzz_first=args.fuzz_first, proofs=args.proofs,
+                           certificates=args.certificates)
     entries = read_instances(args.instances)
     results = args.results or Path(f"{args.instances.stem}.results.jsonl")
     progress = Progress(sys.stderr, enabled=not args.no_progress)

@@ -21,9 +21,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from certify.bab.common import ENGINE
 from certify.bab.neuron_split import leaf_exact
 from certify.bab.options import BaBOptions
+from certify.bab.record import Recorder, uncertifiable
 from certify.bounds import CROWN_RULES, IBP_RULES
 from certify.budget import Budget
 from certify.engines.base import Capabilities, Support, supports_ops
@@ -39,11 +42,14 @@ ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | 
 
 def select_mode(problem: Problem, options: BaBOptions) -> str:
     """``input`` or ``neuron`` for this problem under ``options.mode``: neuron splitting needs an
-    activation to split; in ``auto`` it takes the networks with more than ``input_dims`` inputs."""
+    activation to split; in ``auto`` it takes the problems with more than ``input_dims`` free
+    inputs (inputs the box fixes to one value are not split, so they do not count: dist_shift's
+    792 inputs have 8 free ones, which input splitting settles in a few domains)."""
     splittable = bool(problem.network.ops() & ACTIVATIONS)
     if options.mode == "input" or not splittable:
         return "input"
-    if options.mode == "neuron" or problem.network.input_size > options.input_dims:
+    free = int(np.count_nonzero(np.asarray(problem.box.upper) > np.asarray(problem.box.lower)))
+    if options.mode == "neuron" or free > options.input_dims:
         return "neuron"
     return "input"
 
@@ -73,12 +79,13 @@ class BaBEngine:
     def check(self, problem: Problem, budget: Budget) -> Verdict:
         start = time.monotonic()
         mode = select_mode(problem, self.options)
+        recorder = Recorder(problem) if budget.proofs and not uncertifiable(problem.network) else None
         if mode == "input":
             from certify.bab.input_split import input_split
-            verdict = input_split(problem, self.options, budget)
+            verdict = input_split(problem, self.options, budget, recorder)
         else:
             from certify.bab.neuron_split import neuron_split
-            verdict = neuron_split(problem, self.options, budget)
+            verdict = neuron_split(problem, self.options, budget, recorder)
         return verdict.with_time(time.monotonic() - start)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from certify.bab.record import Recorder, uncertifiable
 from certify.bounds import (
     CROWN_RULES,
     IBP_RULES,
@@ -32,6 +33,7 @@ from certify.network import Op
 from certify.numeric import guarded
 from certify.options import from_mapping
 from certify.problem import Problem
+from certify.proof.certificate import Certificate
 from certify.spec_matrix import SpecMatrix
 from certify.verdict import Status, Verdict, unknown
 
@@ -60,20 +62,24 @@ class BoundResult:
     lower: torch.Tensor  # [S] lower bounds of the rows C y
     disjunct_margins: torch.Tensor  # [K]
     proved: bool
+    proof: Certificate | None = None  # when asked for (budget.proofs) and the network allows one
 
 
 def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu",
                   budget: Budget | None = None) -> BoundResult:
     """Bound every unsafe row of ``problem`` over its whole box with the chosen method; past the
-    ``budget``'s deadline the refinements stop (the bounds stay sound, only looser)."""
+    ``budget``'s deadline the refinements stop (the bounds stay sound, only looser).  A proof
+    from crown or alpha-crown comes with its certificate when ``budget.proofs`` asks for it."""
     dtype = _dtype(options.dtype)
     net = problem.network.to(dtype=dtype, device=device)
     box = input_bounds(problem.box.lower[None], problem.box.upper[None], dtype, device)
     spec = SpecMatrix.of(problem, dtype, device)
     c = spec.batch(1)
+    alphas = None
     with torch.no_grad():
         if options.method == "ibp":
-            lower = ibp_objective(net, ibp(net, box), c)
+            bounds = ibp(net, box)
+            lower = ibp_objective(net, bounds, c)
         else:
             bounds = crown_bounds(net, box, budget=budget)
             if budget is not None and budget.expired:  # no time for a backward pass: intervals
@@ -81,13 +87,20 @@ def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu",
             elif options.method == "crown":
                 lower = crown_objective(net, bounds, c).lower
             else:
-                best, _ = alpha_crown_objective(
+                best, alphas = alpha_crown_objective(
                     net, bounds, c,
                     AlphaOptions(iterations=options.iterations, lr=options.lr, shared=options.shared_alpha),
                     stop=lambda lo: bool(spec.proved(lo).all()), budget=budget)
                 lower = best.lower
     margins = spec.disjunct_margins(lower)
-    return BoundResult(lower[0], margins[0], bool(spec.proved(lower)[0]))
+    proved = bool(spec.proved(lower)[0])
+    proof = None
+    if proved and budget is not None and budget.proofs and options.method != "ibp" and not uncertifiable(net):
+        rec = Recorder(problem)
+        slopes = None if alphas is None else rec.flat_alphas(alphas, lower)
+        rec.close(torch.zeros(1, dtype=torch.long), lower, margins > 0, spec, slopes, rec.unstable(bounds))
+        proof = rec.build()
+    return BoundResult(lower[0], margins[0], proved, proof)
 
 
 class BoundEngine:
@@ -121,7 +134,7 @@ class BoundEngine:
         margins = [round(float(m), 6) for m in res.disjunct_margins]
         if res.proved:
             return Verdict(Status.HOLDS, engine=self.name, seconds=seconds,
-                           certificate={"method": self.name, "disjunct_margins": margins})
+                           certificate={"method": self.name, "disjunct_margins": margins}, proof=res.proof)
         open_ = sum(1 for m in res.disjunct_margins if float(m) <= 0)
         late = " (cut short by the timeout)" if budget.expired else ""
         return unknown(self.name, f"{self.name} bounds{late} do not rule out {open_} of {len(margins)} unsafe "

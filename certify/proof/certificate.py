@@ -40,7 +40,8 @@ region open.
 ``layer`` (the ``neurons`` listed, flat within that layer): row ``r`` of ``lower`` holds the
 slopes of all earlier ReLU neurons (global ids ``0 .. offset[layer]-1``) for the lower bound of
 ``z[neurons[r]]``, ``upper`` those for its upper bound.  A node's slopes hold for its subtree
-until a descendant brings its own.
+until a descendant brings its own or an INPUT edge starts a new box (its bounds are inherited,
+its slopes are not: a sub-box is bounded afresh with CROWN's adaptive slopes).
 
 Stored as one compressed ``.npz`` (:meth:`Certificate.save`); the arrays are described on
 :class:`Certificate`.  This module needs numpy only.
@@ -58,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "Certificate", "CertificateBuilder", "CertificateError", "Edge",
+__all__ = ["FORMAT_VERSION", "Certificate", "CertificateBuilder", "CertificateError", "Closures", "Edge",
            "model_digest", "problem_digest"]
 
 FORMAT_VERSION = 1
@@ -99,8 +100,8 @@ def problem_digest(lower: np.ndarray, upper: np.ndarray, unsafe: Sequence[tuple[
     return h.hexdigest()
 
 
-# name -> (dtype, number of dimensions); every array of the file
-_ARRAYS: dict[str, tuple[type, int]] = {
+#: Every array of the file: name -> (dtype, number of dimensions).
+ARRAYS: dict[str, tuple[type, int]] = {
     "relu_sizes": (np.int64, 1),
     "rows_per_disjunct": (np.int64, 1),
     "parent": (np.int64, 1),
@@ -201,7 +202,7 @@ class Certificate:
 
     def save(self, path: str | Path) -> int:
         """Write the certificate (compressed npz); returns its size in bytes."""
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays = {name: getattr(self, name) for name in ARRAYS}
         meta = np.array([self.version, self.model_sha256, self.problem_sha256], dtype=object).astype(str)
         buf = io.BytesIO()
         np.savez_compressed(buf, meta=meta, **arrays)
@@ -218,7 +219,7 @@ class Certificate:
                 data = {name: z[name] for name in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise CertificateError(f"{path}: not a certificate file ({e})") from None
-        missing = sorted(({"meta"} | set(_ARRAYS)) - set(data))
+        missing = sorted(({"meta"} | set(ARRAYS)) - set(data))
         if missing:
             raise CertificateError(f"{path}: missing arrays {', '.join(missing)}")
         meta = data.pop("meta")
@@ -231,17 +232,19 @@ class Certificate:
         if version != FORMAT_VERSION:
             raise CertificateError(f"{path}: format version {version}; this checker reads {FORMAT_VERSION}")
         arrays = {}
-        for name, (dtype, ndim) in _ARRAYS.items():
+        for name, (dtype, ndim) in ARRAYS.items():
             a = data[name]
             if a.dtype != np.dtype(dtype) or a.ndim != ndim:
                 raise CertificateError(f"{path}: array {name} is {a.dtype}[{a.ndim}d], expected "
                                        f"{np.dtype(dtype)}[{ndim}d]")
             arrays[name] = a
         cert = Certificate(model_sha256=str(meta[1]), problem_sha256=str(meta[2]), version=version, **arrays)
-        cert._check_shapes(str(path))
+        cert.check_shapes(str(path))
         return cert
 
-    def _check_shapes(self, where: str) -> None:
+    def check_shapes(self, where: str) -> None:
+        """:class:`CertificateError` (naming ``where``) unless the arrays' lengths and pointers
+        fit together."""
         n, m, q = self.n_nodes, self.n_closures, int(self.slope_node.shape[0])
         k = int(self.rows_per_disjunct.shape[0])
         same = (("edge", n), ("index", n), ("point", n), ("closure_disjunct", m), ("weights_ptr", m + 1),
@@ -275,8 +278,7 @@ class CertificateBuilder:
     _point: list[np.ndarray] = field(default_factory=lambda: [np.zeros(1)])
     _size: int = 1
     _same: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    _closures: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                          np.ndarray]] = field(default_factory=list)
+    _closures: list[Closures] = field(default_factory=list)
     _slopes: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
@@ -321,13 +323,17 @@ class CertificateBuilder:
         a_idx, a_val = (np.zeros(0, np.int64), np.zeros(0, np.float32)) if alpha is None else alpha
         b_idx, b_side, b_pt, b_val = ((np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), np.zeros(0))
                                       if beta is None else beta)
-        self._closures.append((int(node), int(disjunct), np.asarray(weights, dtype=np.float64).reshape(-1),
-                               np.asarray(a_idx, dtype=np.int64).reshape(-1),
-                               np.asarray(a_val, dtype=np.float32).reshape(-1),
-                               np.asarray(b_idx, dtype=np.int64).reshape(-1),
-                               np.asarray(b_side, dtype=np.int8).reshape(-1),
-                               np.asarray(b_pt, dtype=np.float64).reshape(-1),
-                               np.asarray(b_val, dtype=np.float64).reshape(-1)))
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        a_idx, b_idx = np.asarray(a_idx).reshape(-1), np.asarray(b_idx).reshape(-1)
+        self.close_many(Closures(
+            node=np.array([node]), disjunct=np.array([disjunct]), weights_ptr=np.array([0, w.size]), weights=w,
+            alpha_ptr=np.array([0, a_idx.size]), alpha_index=a_idx, alpha=np.asarray(a_val).reshape(-1),
+            beta_ptr=np.array([0, b_idx.size]), beta_index=b_idx, beta_side=np.asarray(b_side).reshape(-1),
+            beta_point=np.asarray(b_pt).reshape(-1), beta=np.asarray(b_val).reshape(-1)))
+
+    def close_many(self, c: Closures) -> None:
+        """Several closures at once (ragged arrays with their own pointers, from 0)."""
+        self._closures.append(c)
 
     def slopes(self, node: int, layer: int, neurons: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
         """Slopes at ``node`` for bounding ``neurons [R]`` of ReLU layer ``layer``: ``lower,
@@ -350,14 +356,13 @@ class CertificateBuilder:
             same_node=np.array([n for n, _ in self._same], dtype=np.int64),
             same_mask=(np.stack([m for _, m in self._same]) if self._same
                        else np.zeros((0, self.n_disjuncts), dtype=bool)),
-            closure_node=np.array([x[0] for x in c], dtype=np.int64),
-            closure_disjunct=np.array([x[1] for x in c], dtype=np.int64),
-            weights_ptr=_ptr([x[2] for x in c]), weights=_cat([x[2] for x in c], np.float64),
-            alpha_ptr=_ptr([x[3] for x in c]), alpha_index=_cat([x[3] for x in c], np.int64),
-            alpha=_cat([x[4] for x in c], np.float32),
-            beta_ptr=_ptr([x[5] for x in c]), beta_index=_cat([x[5] for x in c], np.int64),
-            beta_side=_cat([x[6] for x in c], np.int8), beta_point=_cat([x[7] for x in c], np.float64),
-            beta=_cat([x[8] for x in c], np.float64),
+            closure_node=_cat([x.node for x in c], np.int64), closure_disjunct=_cat([x.disjunct for x in c], np.int64),
+            weights_ptr=_join_ptr([x.weights_ptr for x in c]), weights=_cat([x.weights for x in c], np.float64),
+            alpha_ptr=_join_ptr([x.alpha_ptr for x in c]), alpha_index=_cat([x.alpha_index for x in c], np.int64),
+            alpha=_cat([x.alpha for x in c], np.float32),
+            beta_ptr=_join_ptr([x.beta_ptr for x in c]), beta_index=_cat([x.beta_index for x in c], np.int64),
+            beta_side=_cat([x.beta_side for x in c], np.int8), beta_point=_cat([x.beta_point for x in c], np.float64),
+            beta=_cat([x.beta for x in c], np.float64),
             slope_node=np.array([x[0] for x in s], dtype=np.int64),
             slope_layer=np.array([x[1] for x in s], dtype=np.int64),
             slope_rows_ptr=_ptr([x[2] for x in s]), slope_neurons=_cat([x[2] for x in s], np.int64),
@@ -365,6 +370,34 @@ class CertificateBuilder:
             slope_lower=_cat([x[3].reshape(-1) for x in s], np.float32),
             slope_upper=_cat([x[4].reshape(-1) for x in s], np.float32),
         )
+
+
+@dataclass(frozen=True)
+class Closures:
+    """A batch of closures for :meth:`CertificateBuilder.close_many`: ``node, disjunct [M]`` and
+    the ragged ``weights``, ``alpha_*`` and ``beta_*`` arrays with pointers ``[M + 1]`` from 0."""
+
+    node: np.ndarray
+    disjunct: np.ndarray
+    weights_ptr: np.ndarray
+    weights: np.ndarray
+    alpha_ptr: np.ndarray
+    alpha_index: np.ndarray
+    alpha: np.ndarray
+    beta_ptr: np.ndarray
+    beta_index: np.ndarray
+    beta_side: np.ndarray
+    beta_point: np.ndarray
+    beta: np.ndarray
+
+
+def _join_ptr(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Pointers of concatenated ragged batches (each from 0) as one pointer array."""
+    out, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        out.append(np.asarray(p[1:], dtype=np.int64) + base)
+        base += int(p[-1])
+    return np.concatenate(out)
 
 
 def _ptr(parts: Sequence[np.ndarray]) -> np.ndarray:

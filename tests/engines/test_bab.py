@@ -222,8 +222,8 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
     the domain's splits inside the refined bounds, never loosens the clamped root bounds, and
     tightens some of them."""
     from certify.bab.domains import SplitDomains
-    from certify.bab.options import BaBOptions, NeuronSplitOptions
     from certify.bab.neuron_split import Bounder, root_bounds
+    from certify.bab.options import BaBOptions, NeuronSplitOptions
     from certify.spec_matrix import SpecMatrix
 
     rng = np.random.default_rng(7)
@@ -249,7 +249,8 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
         c_lo = torch.where(splits > 0, bounder.l0.clamp(min=0), bounder.l0)  # the splits applied
         c_hi = torch.where(splits < 0, bounder.u0.clamp(max=0), bounder.u0)
         zero = torch.zeros(1, dtype=torch.long)
-        domain = SplitDomains(key=torch.zeros(1), depth=zero, splits=splits, box=zero, alpha=torch.zeros(1, 1, layout.total),
+        domain = SplitDomains(key=torch.zeros(1), depth=zero, node=zero, splits=splits, box=zero,
+                              alpha=torch.zeros(1, 1, layout.total),
                               beta=torch.zeros(1, 1, layout.total), open=torch.ones(1, 1, dtype=torch.bool), lo=c_lo,
                               hi=c_hi, after=zero)
         refined = bounder.refine(domain)
