@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue the results files already in --out")
     ap.add_argument("--fuzz-first", type=float, default=0.0, metavar="S")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: CPUs / workers)")
     ap.add_argument("--proofs", default="check", choices=["check", "record", "off"])
     ap.add_argument("--certificates", action="store_true", help="keep every HOLDS's certificate under OUT/certificates")
     args = ap.parse_args(argv)
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = SuiteOptions(solver=args.solver, engine=args.engine, device=args.device, workers=args.workers,
                                timeout=args.timeout, fuzz_first=args.fuzz_first, proofs=args.proofs,
-                               certificates=certificates)
+                               certificates=certificates, threads=args.threads)
         start = time.monotonic()
         rows = [run_list(p, expected, options, out, args.resume) for p in lists]
     except CertifyError as exc:
