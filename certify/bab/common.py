@@ -16,6 +16,8 @@ import torch
 
 from certify.bab.options import BaBOptions
 from certify.bab.record import Recorder
+from certify.bounds import RELAXED_OPS, Bounds
+from certify.network import Network
 from certify.verdict import Counterexample, Status, Verdict
 
 ENGINE = "bab"
@@ -87,3 +89,26 @@ def domain_cap(options: BaBOptions, bytes_per_domain: int) -> int:
     """The open-domain cap: ``max_domains``, lowered so the pool fits in ``memory_mb``."""
     by_memory = max(1, options.memory_mb * 2**20 // max(1, bytes_per_domain))
     return int(min(options.max_domains, by_memory))
+
+
+def relaxed_inputs(net: Network) -> list[str]:
+    """Names of the nodes whose bounds CROWN's relaxations read (inputs of ReLU, maxpool...)."""
+    ops = {n.name: n.op for n in net.nodes}
+    users = net.users()
+    return [n.name for n in net.nodes[1:] if any(ops[u] in RELAXED_OPS for u in users[n.name])]
+
+
+def unstack(net: Network, known: torch.Tensor | None) -> dict[str, Bounds]:
+    """Bounds of the relaxed nodes from their stacked form ``known [B, 2, m]`` (lower and upper
+    bounds, flattened, in :func:`relaxed_inputs` order); empty without any."""
+    fixed: dict[str, Bounds] = {}
+    if known is None or not known.shape[2]:
+        return fixed
+    offset = 0
+    for name in relaxed_inputs(net):
+        size = net.node(name).size
+        part = known[:, :, offset:offset + size]
+        shape = (part.shape[0], *net.node(name).shape)
+        fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
+        offset += size
+    return fixed

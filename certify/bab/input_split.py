@@ -34,12 +34,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, violated
+from certify.bab.common import Stats, corner_points, domain_cap, holds, relaxed_inputs, undecided, unstack, violated
 from certify.bab.domains import BoxDomains, Pool
 from certify.bab.options import BaBOptions
 from certify.bab.record import Recorder
 from certify.bounds import (
-    RELAXED_OPS,
     AlphaOptions,
     Bounds,
     NodeSlopes,
@@ -68,13 +67,6 @@ MIN_RELATIVE_WIDTH = 1e-10
 MAX_WIDTH_RATIO = 64.0
 #: Domains per batch that get a short PGD attack (the ones with the worst lower bound).
 PGD_DOMAINS = 32
-
-
-def relaxed_inputs(net: Network) -> list[str]:
-    """Names of the nodes whose bounds CROWN's relaxations read (inputs of ReLU, maxpool...)."""
-    ops = {n.name: n.op for n in net.nodes}
-    users = net.users()
-    return [n.name for n in net.nodes[1:] if any(ops[u] in RELAXED_OPS for u in users[n.name])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +106,7 @@ def box_bounds(net: Network, box: Bounds, known: torch.Tensor | None, how: Bound
     tightened them (empty without ``how.tighten``).
     """
     relaxed = relaxed_inputs(net)
-    fixed: dict[str, Bounds] = {}
-    if known is not None and known.shape[2]:
-        offset = 0
-        for name in relaxed:
-            size = net.node(name).size
-            part = known[:, :, offset:offset + size]
-            shape = (part.shape[0], *net.node(name).shape)
-            fixed[name] = Bounds(part[:, 0].reshape(shape), part[:, 1].reshape(shape))
-            offset += size
+    fixed = unstack(net, known)
     if how.refresh:  # the parent's bounds still hold on the child box: intersect them in
         out = crown_bounds(net, box, fixed or None, method=how.method, budget=budget)
     else:
@@ -381,8 +365,8 @@ class _Search:
         idx = handed.nonzero().flatten()
         budget = self.budget.at_most(self.options.hand_over.seconds * idx.numel())
         target = Target(self.net, self.spec, self.falsify)
-        out = split_boxes(target, Boxes(d.lo[idx], d.hi[idx], d.node[idx], d.open[idx]), self.options, budget,
-                          self.stats, self.recorder)
+        out = split_boxes(target, Boxes(d.lo[idx], d.hi[idx], d.node[idx], d.open[idx], d.known[idx]), self.options,
+                          budget, self.stats, self.recorder)
         keep = torch.ones_like(handed)
         keep[idx] = out.open_boxes
         self.stats.relu_boxes += idx.numel()

@@ -39,7 +39,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, violated
+from certify.bab.common import Stats, corner_points, domain_cap, holds, undecided, unstack, violated
 from certify.bab.domains import Pool, SplitDomains
 from certify.bab.leaf import decide_leaf
 from certify.bab.options import BaBOptions
@@ -376,12 +376,14 @@ def _attack(falsify: Falsifier, lo: torch.Tensor, hi: torch.Tensor, options: BaB
 @dataclass(frozen=True, slots=True)
 class Boxes:
     """The input boxes a search runs in: ``lo, hi [NB, n]``, their nodes in the proof tree
-    ``node [NB]`` and the disjuncts still open in each ``open [NB, K]``."""
+    ``node [NB]``, the disjuncts still open in each ``open [NB, K]`` and the bounds known on
+    them (``known [NB, 2, m]``, stacked as in :func:`~certify.bab.common.unstack`; None: none)."""
 
     lo: torch.Tensor
     hi: torch.Tensor
     node: torch.Tensor
     open: torch.Tensor
+    known: torch.Tensor | None = None
 
     @staticmethod
     def whole(lo: torch.Tensor, hi: torch.Tensor, n_groups: int, node: int = 0) -> Boxes:
@@ -441,13 +443,14 @@ def neuron_split(problem: Problem, options: BaBOptions, budget: Budget, recorder
 
 
 def root_bounds(net: Network, lo: torch.Tensor, hi: torch.Tensor, options: BaBOptions,
-                budget: Budget | None = None) -> Root:
-    """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]``, the intermediate ones
-    tightened by alpha-CROWN (every domain of a box starts from them)."""
+                budget: Budget | None = None, known: dict[str, Bounds] | None = None) -> Root:
+    """CROWN bounds of every node on the boxes ``lo, hi: [NB, n]`` (intersected with the
+    ``known`` ones), the intermediate ones tightened by alpha-CROWN (every domain of a box
+    starts from them)."""
     n_boxes = lo.shape[0]
     root_box = Bounds(lo.reshape(n_boxes, *net.input_shape), hi.reshape(n_boxes, *net.input_shape))
     with torch.no_grad():
-        root = crown_bounds(net, root_box, budget=budget)
+        root = crown_bounds(net, root_box, known or None, budget=budget)
     if options.neuron.intermediate_alpha_iterations <= 0:
         return Root(root, {})
     alpha = AlphaOptions(iterations=options.neuron.intermediate_alpha_iterations, lr=options.lr_alpha)
@@ -501,7 +504,7 @@ class _Search:
         self.recorder = recorder
         self.exact = leaf_exact(net)
         if root is None:
-            root = root_bounds(net, lo, hi, options, budget)
+            root = root_bounds(net, lo, hi, options, budget, unstack(net, boxes.known))
             if recorder is not None:
                 recorder.slopes(boxes.node, root.slopes, net)
         self.bounder = Bounder(net, spec, root, torch.float32 if options.neuron.search_float32 else None)

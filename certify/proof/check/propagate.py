@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from certify.proof.check.chain import Chain, Dense, Layer, Relu, Scale
+from certify.proof.check.forward import FORWARD_INPUTS, Forms, step
 from certify.proof.check.rounding import (
     ETA,
     charge,
@@ -146,42 +147,62 @@ class Slopes:
 
 def relu_bounds(chain: Chain, xl: np.ndarray, xu: np.ndarray, lo: np.ndarray, hi: np.ndarray, start: np.ndarray,
                 slopes: Slopes, blocks: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray, Values]:
-    """Tighten ``lo, hi [B, N]`` (in place) on the boxes ``[xl, xu]``: layers ``k >= start`` by
-    CROWN with the slopes of ``blocks [B, L]`` where they list the neuron, adaptive elsewhere
-    (and, on nodes that ``own`` their blocks, adaptive everywhere too); where ``start`` is 0,
-    every layer by interval arithmetic too.  Returns the bounds and every value's interval
-    (those of the pre-activations are the bounds)."""
+    """Tighten ``lo, hi [B, N]`` (in place) on the boxes ``[xl, xu]``, as the search does.
+
+    First pass: layers ``k >= start`` by CROWN with the slopes of ``blocks [B, L]`` where they
+    list the neuron (a table inherited from an ancestor), adaptive elsewhere; where ``start`` is
+    0, every layer by interval arithmetic and, on networks with at most ``FORWARD_INPUTS``
+    inputs, forward linear bounds (:mod:`.forward`) too.  Nodes that ``own`` their blocks take
+    adaptive slopes in the first pass; then a second pass bounds, layer by layer, the neurons
+    their table lists with its slopes (alpha-CROWN after CROWN, in the search).  Returns the
+    bounds and every value's interval (those of the pre-activations are the bounds)."""
     vals: Values = [(xl, xu)]
     k, full = 0, (start == 0)[:, None]
+    first = np.where(own[:, None], -1, blocks)
+    forms = Forms.identity(*xl.shape) if xl.shape[1] <= FORWARD_INPUTS and full.any() else None
+    xmag = np.maximum(np.abs(xl), np.abs(xu))
     for i, layer in enumerate(chain.layers):
+        if forms is not None and i > 0:  # forward linear bounds, where every layer is recomputed
+            fl, fh = forms.bounds(xl, xu)
+            vals[i] = (np.where(full, np.fmax(vals[i][0], fl), vals[i][0]),
+                       np.where(full, np.fmin(vals[i][1], fh), vals[i][1]))
         if isinstance(layer, Relu):
             sl = slice(slopes.offsets[k], slopes.offsets[k + 1])
             vals[i] = (np.where(full, np.fmax(vals[i][0], lo[:, sl]), lo[:, sl]),
                        np.where(full, np.fmin(vals[i][1], hi[:, sl]), hi[:, sl]))
-            _crown_layer(chain, vals, k, start, slopes, blocks, own)
+            _crown_layer(chain, vals, k, start, slopes, first, listed_only=False)
             lo[:, sl], hi[:, sl] = vals[i]
             k += 1
+        if forms is not None:
+            forms = step(layer, forms, *vals[i], xmag)
         vals.append(interval_step(layer, *vals[i]))
+    rows = np.nonzero(own)[0]
+    if rows.size:  # the second pass, on the nodes' own tables
+        sub = [(a[rows], z[rows]) for a, z in vals]
+        for k, i in enumerate(chain.relu_at):
+            _crown_layer(chain, sub, k, np.zeros(rows.size, np.int64), slopes, blocks[rows], listed_only=True)
+            sl = slice(slopes.offsets[k], slopes.offsets[k + 1])
+            lo[rows, sl], hi[rows, sl] = sub[i]
+        for i in chain.relu_at:
+            vals[i][0][rows], vals[i][1][rows] = sub[i]
     return lo, hi, vals
 
 
 def _crown_layer(chain: Chain, vals: Values, k: int, start: np.ndarray, slopes: Slopes, blocks: np.ndarray,
-                 own: np.ndarray) -> None:
-    """CROWN bounds of the unstable pre-activations of ReLU ``k``, intersected into ``vals``."""
+                 listed_only: bool) -> None:
+    """CROWN bounds of the unstable pre-activations of ReLU ``k`` (of the layers ``>= start``),
+    with the blocks' slopes where they list the neuron and adaptive slopes elsewhere (none
+    elsewhere with ``listed_only``), intersected into ``vals``."""
     i = chain.relu_at[k]
     if k == 0 and sum(isinstance(layer, Dense) for layer in chain.layers[:i]) <= 1:
         return  # affine in the input through at most one dense map: intervals are exact already
     lo, hi = vals[i]
     unstable = (lo < 0) & (hi > 0)
     listed, rowpos = slopes.listed(blocks[:, k], lo.shape[1])
-    b1, j1 = np.nonzero(unstable & (start[:, None] <= k))  # the block's slopes where listed, else adaptive
-    b2, j2 = np.nonzero(unstable & listed & own[:, None])  # on the blocks' own node: adaptive too
-    b, j = np.concatenate([b1, b2]), np.concatenate([j1, j2])
+    b, j = np.nonzero(unstable & (start[:, None] <= k) & (listed if listed_only else True))
     if b.size == 0:
         return
-    flag = np.concatenate([listed[b1, j1], np.zeros(b2.size, dtype=bool)])
-    order = np.argsort(b, kind="stable")
-    b, j, flag = b[order], j[order], flag[order]
+    flag = listed[b, j]
     counts = np.bincount(b, minlength=lo.shape[0])
     rank = np.arange(b.size) - np.repeat(np.cumsum(counts) - counts, counts)
     r = int(counts.max())
