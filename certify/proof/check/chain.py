@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from certify.proof.check.rounding import down, imul, up
+from certify.proof.check.rounding import down, imul, midrad, mm, nonneg_mm_up, up
 
 
 class ChainError(ValueError):
@@ -118,7 +118,34 @@ def parse_chain(model: bytes) -> Chain:
         current = node.output[0]
     if graph.output[0].name != current:
         raise ChainError(f"the graph output {graph.output[0].name!r} is not the end of the chain ({current!r})")
-    return Chain(tuple(layers), tuple(sizes))
+    return _fuse_shifts(layers, sizes[0])
+
+
+def _fuse_shifts(layers: list[Layer], n_in: int) -> Chain:
+    """The chain with every shift (a :class:`Scale` of scale 1) next to a dense map folded into
+    that map's bias interval, rigorously: ``W (x + c) + b = W x + (W c + b)`` before it,
+    ``(W x + b) + c`` after it (fewer values to bound, the same function)."""
+    out: list[Layer] = []
+    for layer in layers:
+        prev = out[-1] if out else None
+        if _is_shift(layer) and isinstance(prev, Dense):
+            out[-1] = Dense(prev.weight, down(prev.bias_lo + layer.bias_lo), up(prev.bias_hi + layer.bias_hi))
+        elif isinstance(layer, Dense) and _is_shift(prev):
+            c, r = midrad(prev.bias_lo, prev.bias_hi)
+            wc, e = mm(layer.weight, c)
+            rad = up(e + nonneg_mm_up(np.abs(layer.weight), r))
+            out[-1] = Dense(layer.weight, down(down(wc - rad) + layer.bias_lo), up(up(wc + rad) + layer.bias_hi))
+        else:
+            out.append(layer)
+    sizes = [n_in]
+    for layer in out:
+        sizes.append(layer.weight.shape[0] if isinstance(layer, Dense) else sizes[-1])
+    return Chain(tuple(out), tuple(sizes))
+
+
+def _is_shift(layer: Layer | None) -> bool:
+    return isinstance(layer, Scale) and bool(np.all(layer.scale_lo == 1.0) and np.all(layer.scale_hi == 1.0))
+
 
 
 def _constant(attrs: dict, where: str) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Outward-rounded float64 arithmetic: every function returns a bound that holds for the exact
 real-number result of the operation on its (exact) float64 arguments.
 
-A single operation rounded to nearest is within one ulp of the exact result, so stepping one
-ulp outward (:func:`up`, :func:`down`) encloses it, subnormals and overflow included.  Sums and
+A single operation rounded to nearest is within half an ulp of the exact result, so stepping at
+least one ulp outward (:func:`up`, :func:`down`) encloses it, subnormals and overflow included.  Sums and
 dot products of ``k`` terms, evaluated by numpy or BLAS in any order (FMA or not), satisfy
 ``|fl(a . b) - a . b| <= gamma_k (|a| . |b|) + k eta`` with ``gamma_k = k u / (1 - k u)``,
 ``u = 2^-53`` and ``eta = 2^-1074`` (products that underflow); :func:`mm` returns that bound,
@@ -13,22 +13,30 @@ nearest and keeps subnormals, which these bounds assume.
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
 U = 2.0 ** -53
 ETA = 2.0 ** -1074
+STEP, TINY, BIG = 2.0 ** -51, 2.0 ** -1073, float(np.finfo(np.float64).max)  # see :func:`up`
 
 
 def up(x: np.ndarray | float) -> np.ndarray:
-    """The next float above ``x``: above the exact result of the operation that gave ``x``."""
-    return np.nextafter(x, np.inf)
+    """A float above ``x`` by at least one ulp: above the exact result of the operation that
+    gave ``x``.  ``x + (|x| 2^-51 + 2^-1073)``: the step is at least ``ulp(x)`` (``|x| 2^-51``
+    is at least twice it for normal ``x``, ``2^-1073`` twice the subnormal spacing), so the
+    rounded sum is at least the next float; ``-inf`` (an overflow below) becomes the lowest
+    float, ``+inf`` stays."""
+    return np.maximum(x + (np.minimum(np.abs(x), BIG) * STEP + TINY), -BIG)
 
 
 def down(x: np.ndarray | float) -> np.ndarray:
-    return np.nextafter(x, -np.inf)
+    """A float below ``x`` by at least one ulp (see :func:`up`)."""
+    return np.minimum(x - (np.minimum(np.abs(x), BIG) * STEP + TINY), BIG)
 
 
+@lru_cache(maxsize=4096)
 def gamma(k: int) -> float:
     """A float ``>= k u / (1 - k u) = k / (2^53 - k)``."""
     exact = Fraction(k, 2 ** 53 - k)
