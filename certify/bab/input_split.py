@@ -336,7 +336,8 @@ class _Search:
         """Bound the ``pick``ed domains again, from their current intermediate bounds: recomputed
         by CROWN (``tighten`` None) or tightened by alpha-CROWN.  A disjunct the first bound ruled
         out stays closed; branching follows the new bound and its coefficients (mixing in the
-        first one's steers it badly)."""
+        first one's steers it badly).  In the proof tree the second bound, and the subtree below,
+        hang under a fork of each domain's node."""
         if not bool(pick.any()):
             return b
         idx = pick.nonzero().flatten()
@@ -345,6 +346,8 @@ class _Search:
         d = b.domains
         closed = self.spec.disjunct_margins(b.lower[idx]) > 0
         d = replace(d, open=d.open.index_put((idx,), d.open[idx] & ~closed))
+        if self.recorder is not None:
+            d = replace(d, node=d.node.index_put((idx,), self.recorder.fork(d.node[idx], d.open[idx])))
         again = bound_boxes(self.net, self.spec, d.take(idx), how, self.budget, self.recorder)
         domains = replace(d, known=d.known.index_put((idx,), again.domains.known))
         return BoxBounds(domains, b.lower.index_put((idx,), again.lower), b.A.index_put((idx,), again.A))

@@ -478,8 +478,7 @@ def split_boxes(target: Target, boxes: Boxes, options: BaBOptions, budget: Budge
     tree, pruned if the box is given up."""
     handed = replace(options, neuron=options.hand_over.neuron, alpha_iterations=options.hand_over.alpha_iterations)
     if recorder is not None:
-        forks = [recorder.builder.same(int(n), m) for n, m in zip(boxes.node.tolist(), boxes.open.cpu().numpy())]
-        boxes = replace(boxes, node=torch.tensor(forks, dtype=torch.long, device=boxes.node.device))
+        boxes = replace(boxes, node=recorder.fork(boxes.node, boxes.open))
     out = _Search(target, boxes, handed, budget, stats, recorder, box_domains=options.hand_over.box_domains).run()
     if recorder is not None and bool(out.open_boxes.any()):
         recorder.abandon(boxes.node[out.open_boxes])

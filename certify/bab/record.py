@@ -88,6 +88,16 @@ class Recorder:
         low, high = self.builder.split(_np(parents), Edge.NEURON_LOW, _np(neurons), _np(points).astype(np.float64))
         return _t(low, parents), _t(high, parents)
 
+    def fork(self, nodes: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+        """A SAME child of each of ``nodes [B]`` for its ``open_ [B, K]`` disjuncts (the search's):
+        the new node ids.  A search that bounds a region again with other intermediate bounds
+        records that under a fork, so that the closures made before keep the bounds they were
+        made with (CROWN is not monotone in its intermediate bounds)."""
+        masks = np.zeros((nodes.numel(), len(self.rows)), dtype=bool)
+        masks[:, self.disjunct] = _np(open_).astype(bool)
+        forks = [self.builder.same(int(n), m) for n, m in zip(_np(nodes).tolist(), masks)]
+        return torch.tensor(forks, dtype=torch.long, device=nodes.device)
+
     def abandon(self, nodes: torch.Tensor) -> None:
         """Subtrees that do not settle their region (pruned from the certificate)."""
         self._abandoned.append(_np(nodes).astype(np.int64))

@@ -231,3 +231,24 @@ def _vnnlib(problem: Problem) -> str:
         disj.append(f"(and {' '.join(rows)})")
     lines.append(f"(assert (or {' '.join(disj)}))")
     return "\n".join(lines) + "\n"
+
+
+ACASXU = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "vnncomp2021" / "acasxu"
+
+
+def test_tightened_sub_boxes_keep_the_bounds_their_first_closures_used() -> None:
+    """ACAS Xu 1_1 prop_5: a sub-box whose first (CROWN) bound rules out a disjunct, then
+    tightened by alpha-CROWN, bounds that disjunct *worse* with the tighter intermediate bounds
+    (CROWN is not monotone in them).  The tightening hangs under a fork of the sub-box's node, so
+    the checker recomputes the first closure with the bounds it was made with."""
+    from certify.api import load_instances
+
+    problem = load_instances(ACASXU / "ACASXU_run2a_1_1_batch_2000.onnx", ACASXU / "prop_5.vnnlib")[0].problem
+    verdict = make_engine("bab", {}).check(problem, Budget.seconds(60, proofs=True))
+    assert verdict.status is Status.HOLDS and verdict.proof is not None
+    cert = verdict.proof
+    forks = np.flatnonzero(cert.edge == Edge.SAME)
+    assert np.isin(cert.slope_node, forks).any()  # the search tightened under forks
+    model = (ACASXU / "ACASXU_run2a_1_1_batch_2000.onnx").read_bytes()
+    valid, reason = _check(cert, model, problem)
+    assert valid, reason
