@@ -197,7 +197,8 @@ def check_instances(instances: list[Instance], options: CheckOptions, started: f
     (``time.monotonic()``; default: now), so that loading the files is part of it."""
     start = time.monotonic() if started is None else started
     preset = preset_for(options)
-    budget = Budget(start + options.timeout, resolve_device(options.device), proofs=options.proofs != "off")
+    budget = Budget(start + options.timeout, resolve_device(options.device), proofs=options.proofs != "off",
+                    checked=options.proofs == "check")
     results: list[InstanceResult] = []
     models: dict[Path, bytes] = {}
     for k, inst in enumerate(instances):

@@ -16,16 +16,19 @@ import torch
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A wall-clock deadline (``time.monotonic`` seconds), the device to compute on, and
-    whether engines that can should attach a proof certificate to a HOLDS (``proofs``)."""
+    """A wall-clock deadline (``time.monotonic`` seconds), the device to compute on, whether
+    engines that can should attach a proof certificate to a HOLDS (``proofs``), and whether the
+    proof checker re-checks each HOLDS before it is reported (``checked``: then a search may
+    round in float32, see :func:`certify.bab.record.search_dtype`)."""
 
     deadline: float
     device: str = "cpu"
     proofs: bool = False
+    checked: bool = False
 
     @staticmethod
-    def seconds(seconds: float, device: str = "cpu", proofs: bool = False) -> Budget:
-        return Budget(time.monotonic() + seconds, device, proofs)
+    def seconds(seconds: float, device: str = "cpu", proofs: bool = False, checked: bool = False) -> Budget:
+        return Budget(time.monotonic() + seconds, device, proofs, checked)
 
     @staticmethod
     def unlimited(device: str = "cpu", proofs: bool = False) -> Budget:

@@ -37,7 +37,7 @@ import torch
 from certify.bab.common import Stats, corner_points, domain_cap, holds, relaxed_inputs, undecided, unstack, violated
 from certify.bab.domains import BoxDomains, Pool
 from certify.bab.options import BaBOptions
-from certify.bab.record import Recorder
+from certify.bab.record import Recorder, search_dtype
 from certify.bounds import (
     AlphaOptions,
     Bounds,
@@ -235,7 +235,7 @@ class _Search:
     bounded batch of them (prune, hand over, falsify, branch)."""
 
     def __init__(self, problem: Problem, options: BaBOptions, budget: Budget, recorder: Recorder | None) -> None:
-        dtype, device = options.torch_dtype, budget.device
+        dtype, device = search_dtype(options.torch_dtype, problem.network, budget), budget.device
         self.problem, self.options, self.budget, self.recorder = problem, options, budget, recorder
         self.net = problem.network.to(dtype=dtype, device=device)
         self.spec = SpecMatrix.of(problem, dtype, device)

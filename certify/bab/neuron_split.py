@@ -43,7 +43,7 @@ from certify.bab.common import Stats, corner_points, domain_cap, holds, undecide
 from certify.bab.domains import Pool, SplitDomains
 from certify.bab.leaf import decide_leaf
 from certify.bab.options import BaBOptions
-from certify.bab.record import Recorder
+from certify.bab.record import Recorder, search_dtype
 from certify.bounds import (
     AlphaOptions,
     BackwardContext,
@@ -395,7 +395,7 @@ class Boxes:
 def neuron_split(problem: Problem, options: BaBOptions, budget: Budget, recorder: Recorder | None = None) -> Verdict:
     """Decide ``problem`` by batched neuron splitting (see the module docstring); its proof
     tree goes to the ``recorder``."""
-    dtype, device = options.torch_dtype, budget.device
+    dtype, device = search_dtype(options.torch_dtype, problem.network, budget), budget.device
     net = problem.network.to(dtype=dtype, device=device)
     spec = SpecMatrix.of(problem, dtype, device)
     falsify = Falsifier(problem, net, spec)

@@ -132,7 +132,8 @@ class BaBOptions:
     max_domains: cap on open domains; past half of it the search goes depth first, at the cap it
         stops with UNKNOWN.  ``memory_mb`` lowers the cap so the pool fits in that memory.
     alpha_iterations / lr_alpha: alpha-CROWN on the root domain (both modes).
-    dtype: the precision bounds are computed in.
+    dtype: the precision bounds are computed in (float32 only where the proof checker re-checks
+        each HOLDS, see :func:`certify.bab.record.search_dtype`; float64 elsewhere).
     """
 
     mode: Literal["auto", "input", "neuron"] = "auto"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from certify.bounds import Bounds, NodeSlopes
+from certify.budget import Budget
 from certify.network import Network, Op
 from certify.problem import Problem
 from certify.proof.certificate import Certificate, CertificateBuilder, Closures, Edge, problem_digest
@@ -39,6 +40,16 @@ def uncertifiable(net: Network) -> str:
         if tuple(node.inputs) != (prev.name,):
             return f"certificates cover chains; node {node.name!r} does not read the node before it"
     return ""
+
+
+def search_dtype(requested: torch.dtype, net: Network, budget: Budget) -> torch.dtype:
+    """The precision a search may bound in: float32 bounds are not rounded outward, so a search
+    asked to run in float32 does only where each HOLDS gets a certificate that the checker
+    re-checks in rigorous arithmetic (``budget.proofs`` and ``budget.checked``, a network the
+    format covers); elsewhere it runs in float64."""
+    if requested == torch.float64 or (budget.proofs and budget.checked and not uncertifiable(net)):
+        return requested
+    return torch.float64
 
 
 class Recorder:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 
-from certify.bab.record import Recorder, uncertifiable
+from certify.bab.record import Recorder, search_dtype, uncertifiable
 from certify.bounds import (
     CROWN_RULES,
     IBP_RULES,
@@ -44,7 +44,8 @@ ALL_OPS = frozenset(op.value for op in IBP_RULES.keys() & CROWN_RULES.keys()) | 
 @dataclass(frozen=True, slots=True)
 class BoundOptions:
     """``method`` (set by the engine's name); alpha-crown's ``iterations``, step ``lr`` and
-    ``shared_alpha`` (one slope per neuron for all spec rows); the ``dtype`` bounds use."""
+    ``shared_alpha`` (one slope per neuron for all spec rows); the ``dtype`` bounds use
+    (float32 only where the proof checker re-checks the HOLDS, else float64)."""
 
     method: Literal["ibp", "crown", "alpha-crown"] = "crown"
     iterations: int = 40
@@ -70,7 +71,7 @@ def bound_problem(problem: Problem, options: BoundOptions, device: str = "cpu",
     """Bound every unsafe row of ``problem`` over its whole box with the chosen method; past the
     ``budget``'s deadline the refinements stop (the bounds stay sound, only looser).  A proof
     from crown or alpha-crown comes with its certificate when ``budget.proofs`` asks for it."""
-    dtype = _dtype(options.dtype)
+    dtype = search_dtype(_dtype(options.dtype), problem.network, budget or Budget.unlimited())
     net = problem.network.to(dtype=dtype, device=device)
     box = input_bounds(problem.box.lower[None], problem.box.upper[None], dtype, device)
     spec = SpecMatrix.of(problem, dtype, device)

@@ -37,8 +37,12 @@ PROVERS = (
     ("bab", {"mode": "input", **FAST, **HYBRID}),
     ("bab", {"mode": "neuron", **FAST}),
     ("bab", {"mode": "neuron", **FAST, **PER_DISJUNCT}),
+    ("alpha-crown", {"iterations": 10, "dtype": "float32"}),
+    ("bab", {"mode": "input", **FAST, "dtype": "float32"}),
+    ("bab", {"mode": "neuron", **FAST, "dtype": "float32"}),
 )
-IDS = ["crown", "alpha-crown", "input", "input-tightened", "input-hybrid", "neuron", "neuron-per-disjunct"]
+IDS = ["crown", "alpha-crown", "input", "input-tightened", "input-hybrid", "neuron", "neuron-per-disjunct",
+       "alpha-crown-float32", "input-float32", "neuron-float32"]
 
 
 def _unsafe(problem: Problem) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -50,7 +54,7 @@ def _model(problem: Problem) -> bytes:
 
 
 def _prove(problem: Problem, engine: str, options: dict) -> Verdict:
-    return make_engine(engine, options).check(problem, Budget.seconds(30, proofs=True))
+    return make_engine(engine, options).check(problem, Budget.seconds(30, proofs=True, checked=True))
 
 
 def _check(cert: Certificate, model: bytes, problem: Problem) -> tuple[bool, str]:
@@ -252,3 +256,24 @@ def test_tightened_sub_boxes_keep_the_bounds_their_first_closures_used() -> None
     model = (ACASXU / "ACASXU_run2a_1_1_batch_2000.onnx").read_bytes()
     valid, reason = _check(cert, model, problem)
     assert valid, reason
+
+
+def test_float32_search_only_where_the_checker_rechecks(holding: list[Problem]) -> None:
+    """A search asked for float32 rounds in float32 only when every HOLDS it makes is re-checked
+    by the checker (proofs on, checked, a network the format covers); otherwise float64."""
+    import torch
+
+    from certify.bab.record import search_dtype
+    from certify.network import Network, Node, Op
+
+    net = holding[0].network
+    sigmoid = Network((Node("x", Op.INPUT, (), (2,)),
+                       Node("l", Op.LINEAR, ("x",), (2,), {"weight": torch.eye(2), "bias": torch.zeros(2)}),
+                       Node("s", Op.SIGMOID, ("l",), (2,))), "s")
+    f32, f64 = torch.float32, torch.float64
+    checked = Budget.seconds(1, proofs=True, checked=True)
+    assert search_dtype(f32, net, checked) is f32
+    assert search_dtype(f32, net, Budget.seconds(1, proofs=True)) is f64  # recorded, not checked
+    assert search_dtype(f32, net, Budget.seconds(1)) is f64
+    assert search_dtype(f32, sigmoid, checked) is f64  # no certificate for this network
+    assert search_dtype(f64, net, checked) is f64
