@@ -333,3 +333,23 @@ def test_gzipped_files_are_read_beside_their_names(bench: Path, tmp_path: Path) 
     missing = write_list(comp, ["onnx/none.onnx,vnnlib/holds.vnnlib,10"], "missing.csv")
     with pytest.raises(UsageError, match="none.onnx.*not found"):
         read_instances(missing)
+
+
+def test_suite_keeps_one_checked_certificate_per_instance(bench: Path, tmp_path: Path) -> None:
+    """Names that differ only after a dot (``p_0.03`` / ``p_0.05``, as MNIST-FC's) get a file
+    each, gzipped names lose only ``.gz`` and the extension, and each file re-checks."""
+    import gzip
+
+    for name in ("p_0.03.vnnlib", "p_0.05.vnnlib"):
+        (tmp_path / name).write_text(HOLDS)
+    (tmp_path / "net.onnx.gz").write_bytes(gzip.compress((bench / "net.onnx").read_bytes()))
+    csv = write_list(tmp_path, ["net.onnx,p_0.03.vnnlib,20", "net.onnx,p_0.05.vnnlib,20"])
+    out = tmp_path / "certs"
+    code = main(["suite", str(csv), "--results", str(tmp_path / "r.jsonl"), "--workers", "1",
+                 "--certificates", str(out)])
+    assert code == 0
+    assert all(r["status"] == "holds" and r["proof"]["checked"] for r in read_lines(tmp_path / "r.jsonl"))
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["net__p_0.03.npz", "net__p_0.05.npz"]
+    for f, spec in zip(files, ("p_0.03.vnnlib", "p_0.05.vnnlib")):
+        assert main(["proof", "check", str(out / f), str(bench / "net.onnx"), str(tmp_path / spec)]) == 0
