@@ -363,7 +363,8 @@ class _Search:
         """Neuron splitting (beta-CROWN) inside the ``handed`` sub-boxes, all at once, for at most
         ``hand_over.seconds`` per box.  Returns which domains stay open and a counterexample if
         one was found."""
-        from certify.bab.neuron_split import Boxes, Target, split_boxes
+        from certify.bab.bounder import Target
+        from certify.bab.neuron_split import Boxes, split_boxes
 
         idx = handed.nonzero().flatten()
         budget = self.budget.at_most(self.options.hand_over.seconds * idx.numel())

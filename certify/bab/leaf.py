@@ -12,6 +12,7 @@ at or below it is a candidate counterexample (checked by the falsifier).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +27,7 @@ from certify.spec_matrix import PROOF_TOLERANCE
 from certify.verdict import Counterexample
 
 if TYPE_CHECKING:
-    from certify.bab.neuron_split import Bounder
+    from certify.bab.bounder import Bounder
     from certify.bab.record import Recorder
 
 __all__ = ["decide_leaf"]
@@ -39,10 +40,19 @@ def _linear_form(net: Network, target: str, c: torch.Tensor, ctx: BackwardContex
     return lb.A[0].flatten(1).cpu().numpy(), lb.bias[0].cpu().numpy()
 
 
-def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext,
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``a x <= b`` of the region the splits define (``-s_j z_j <= 0`` per split neuron),
-    with each row's neuron (global id) and side ``s_j``."""
+@dataclass(frozen=True, slots=True)
+class Region:
+    """The rows ``a x <= b`` of a region the splits define (``-s_j z_j <= 0`` per split neuron),
+    with each row's neuron (global id, ``ids``) and side ``s_j`` (``sides``)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    ids: np.ndarray
+    sides: np.ndarray
+
+
+def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext) -> Region:
+    """The region of the one domain in ``d``."""
     net, layout = bounder.net, bounder.layout
     dtype, device = d.lo.dtype, d.lo.device
     a_ub: list[np.ndarray] = [np.zeros((0, net.input_size))]
@@ -62,7 +72,7 @@ def _region(bounder: Bounder, d: SplitDomains, ctx: BackwardContext,
         b_ub.append(-sg * g0)
         ids.append(layout.offsets[k] + idx.cpu().numpy().astype(np.int64))
         sides.append(s[idx].cpu().numpy().astype(np.int8))
-    return np.concatenate(a_ub), np.concatenate(b_ub), np.concatenate(ids), np.concatenate(sides)
+    return Region(np.concatenate(a_ub), np.concatenate(b_ub), np.concatenate(ids), np.concatenate(sides))
 
 
 def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: torch.Tensor,
@@ -78,8 +88,8 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
     ctx = bounder.context(d.lo, d.hi, {}, d.box)
     box = ctx.bounds[net.input.name]
     n_in = net.input_size
-    region_a, base_b, ids, sides = _region(bounder, d, ctx)
-    base_a = np.hstack([region_a, np.zeros((region_a.shape[0], 1))])
+    region = _region(bounder, d, ctx)
+    base_a, base_b = np.hstack([region.a, np.zeros((region.a.shape[0], 1))]), region.b
     out_a, out_b = _linear_form(net, net.output, spec.C.reshape(1, -1, *net.output_shape), ctx)
     rhs, group = spec.b.cpu().numpy(), spec.group.cpu().numpy()
     bounds = [(float(a), float(b)) for a, b in zip(box.lower.flatten().tolist(), box.upper.flatten().tolist())]
@@ -97,7 +107,7 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
         res = solve_small(cost, np.vstack([base_a, ra]), np.concatenate([base_b, rhs[rows] - out_b[rows]]), bounds)
         if res.status == 2:  # infeasible: the domain is empty
             if recorder is not None:
-                _record_empty(recorder, node, open_, region_a, base_b, bounds[:-1], ids, sides)
+                _record_empty(recorder, node, open_, region, bounds[:-1])
             return True, None
         if res.status != 0 or res.x is None:
             proved = False
@@ -105,7 +115,7 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
         if float(res.x[-1]) > PROOF_TOLERANCE * (1 + float(np.abs(rhs[rows]).max())) + 1e-9:
             if recorder is not None and res.duals is not None:
                 n_base = base_a.shape[0]
-                recorder.close_lp(node, k, res.duals[n_base:], (ids, sides, res.duals[:n_base]))
+                recorder.close_lp(node, k, res.duals[n_base:], (region.ids, region.sides, res.duals[:n_base]))
             continue
         proved = False
         x = torch.as_tensor(res.x[:-1], dtype=box.lower.dtype, device=box.lower.device).reshape(1, -1)
@@ -115,10 +125,11 @@ def decide_leaf(bounder: Bounder, falsify: Falsifier, d: SplitDomains, open_: to
     return proved, None
 
 
-def _record_empty(recorder: Recorder, node: int, open_: torch.Tensor, a: np.ndarray, b: np.ndarray,
-                  bounds: list[tuple[float | None, float | None]], ids: np.ndarray, sides: np.ndarray) -> None:
-    """The region ``a x <= b`` inside the box is empty: ``min s`` with ``a x - s <= b`` has a
+def _record_empty(recorder: Recorder, node: int, open_: torch.Tensor, region: Region,
+                  bounds: list[tuple[float | None, float | None]]) -> None:
+    """The ``region`` (``a x <= b``) inside the box is empty: ``min s`` with ``a x - s <= b`` has a
     positive optimum, and its multipliers (summing to 1) show it for every open disjunct."""
+    a, b = region.a, region.b
     n = a.shape[1]
     cost = np.zeros(n + 1)
     cost[-1] = 1.0
@@ -126,4 +137,4 @@ def _record_empty(recorder: Recorder, node: int, open_: torch.Tensor, a: np.ndar
     if res.status != 0 or res.x is None or res.duals is None or float(res.x[-1]) <= 0:
         return  # no proof of emptiness to record: the checker will reject the certificate
     for k in open_.nonzero().flatten().tolist():
-        recorder.close_lp(node, k, None, (ids, sides, res.duals))
+        recorder.close_lp(node, k, None, (region.ids, region.sides, res.duals))

@@ -122,7 +122,9 @@ class Recorder:
         lower bounds ``lower [B, S]``: per disjunct its best row, with that row's ReLU slopes
         ``alpha [B, S, total]`` on the ``unstable [B, total]`` neurons (None: CROWN's adaptive
         slopes) and multipliers ``beta = (values [B, S, total], sides [B, total])`` where both
-        are non-zero.  ``spec`` is the search's matrix (see :meth:`alone`)."""
+        are non-zero.  ``spec`` is the search's matrix (see :meth:`alone`).  Seven parameters:
+        the nodes, their bounds, what closed and the matrix are needed; slopes, where they are
+        free and multipliers are optional, as each search has a different subset of them."""
         pairs = newly.nonzero()
         if pairs.numel() == 0:
             return

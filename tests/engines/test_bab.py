@@ -221,8 +221,9 @@ def test_refined_domain_bounds_hold_on_the_domain_and_tighten(root_slopes: bool)
     root's alpha-CROWN slopes) keeps every pre-activation of every sampled point that satisfies
     the domain's splits inside the refined bounds, never loosens the clamped root bounds, and
     tightens some of them."""
+    from certify.bab.bounder import Bounder
     from certify.bab.domains import SplitDomains
-    from certify.bab.neuron_split import Bounder, root_bounds
+    from certify.bab.neuron_split import root_bounds
     from certify.bab.options import BaBOptions, NeuronSplitOptions
     from certify.spec_matrix import SpecMatrix
 
